@@ -1,0 +1,155 @@
+"""The regression tasks' data, generated exactly as the original did, and their DataModules.
+
+Both tasks are small arrays held in memory: ``x`` (N, T, F) sequences and ``y`` (N, 1) targets,
+split 90/10 as the original's ``sklearn.model_selection.train_test_split(test_size=0.1,
+random_state=1)`` did (reproduced here index for index, without scikit-learn).
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+
+from .errors import ConfigError
+
+
+def train_test_split_indices(n: int, test_size: float = 0.1, random_state: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's ``train_test_split(range(n), test_size=..., random_state=...)``: a
+    permutation from ``RandomState(random_state)``; its first ceil(test_size·n) indices are the
+    test set, the rest the training set, both in permutation order. Returns (train, test)."""
+    n_test = math.ceil(test_size * n)
+    permutation = np.random.RandomState(random_state).permutation(n)
+    return permutation[n_test:], permutation[:n_test]
+
+
+def noisy_sine(length: int = 251, period: float = 100.0, noise: float = 0.05, seed: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """The original's wave: f(t) = sin(2πt / period) + noise · U(-1, 1), t = 0 .. length-1, the
+    noise from ``numpy.random.seed(seed)`` then one ``uniform(-1, 1, length)`` call.
+    Returns (noisy, clean)."""
+    np.random.seed(seed)
+    draws = np.random.uniform(low=-1.0, high=1.0, size=length)
+    clean = np.sin(2.0 * np.pi * np.arange(length) / period)
+    return clean + noise * draws, clean
+
+
+def sliding_windows(series: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of ``window`` values and the value after each: x (N, window, 1), y (N, 1),
+    N = len(series) - window."""
+    n = len(series) - window
+    x = np.stack([series[i : i + window] for i in range(n)])[..., None]
+    return x, series[window:, None]
+
+
+def adding_problem(t: int = 250, n_sequence: int = 10_000, seed: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """The adding problem as the original generates it: ``numpy.random.seed(seed)``; one
+    ``uniform(0, 1, (n, t))`` call for the signals; then, sequence by sequence,
+    ``permutation(arange(t))[:2]`` marks two positions. x (n, t, 2) = (signal, mask),
+    y (n, 1) = the sum of the two marked signals."""
+    np.random.seed(seed)
+    signals = np.random.uniform(low=0.0, high=1.0, size=(n_sequence, t))
+    masks = np.zeros((n_sequence, t))
+    for i in range(n_sequence):
+        masks[i, np.random.permutation(np.arange(t))[:2]] = 1.0
+    x = np.stack([signals, masks], axis=-1)
+    y = (signals * masks).sum(axis=1, keepdims=True)
+    return x, y
+
+
+class ArrayDataModule(pl.LightningDataModule, abc.ABC):
+    """In-memory sequences split 90/10 the original's way; subclasses only make the arrays.
+
+    Training batches: with ``samples_per_epoch`` set, each epoch draws that many sequences from
+    the training split *with replacement* (the original's loop: every step a random batch),
+    from a generator seeded by ``sampling_seed``; with ``samples_per_epoch: null``, ordinary
+    epochs, each a shuffled pass over the training split.
+    """
+
+    input_size: int
+
+    def __init__(self, batch_size: int = 10, samples_per_epoch: int | None = 10, val_size: float = 0.1,
+                 split_seed: int = 1, sampling_seed: int = 0, num_workers: int = 0):
+        super().__init__()
+        if batch_size <= 0:
+            raise ConfigError(f"data.batch_size must be positive, got {batch_size}")
+        if samples_per_epoch is not None and samples_per_epoch <= 0:
+            raise ConfigError(f"data.samples_per_epoch must be positive or null, got {samples_per_epoch}")
+        if not 0.0 < val_size < 1.0:
+            raise ConfigError(f"data.val_size must lie in (0, 1), got {val_size}")
+        self.batch_size, self.samples_per_epoch = batch_size, samples_per_epoch
+        self.val_size, self.split_seed, self.sampling_seed = val_size, split_seed, sampling_seed
+        self.num_workers = num_workers
+        self.x: np.ndarray | None = None
+
+    @abc.abstractmethod
+    def make_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """x (N, T, F) and y (N, 1), as numpy arrays."""
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.x is not None:
+            return
+        self.x, self.y = self.make_arrays()
+        self.train_idx, self.val_idx = train_test_split_indices(len(self.x), self.val_size, self.split_seed)
+        as_tensors = lambda idx: TensorDataset(torch.tensor(self.x[idx], dtype=torch.float32),
+                                               torch.tensor(self.y[idx], dtype=torch.float32))
+        self.train_set, self.val_set = as_tensors(self.train_idx), as_tensors(self.val_idx)
+
+    def train_dataloader(self) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.sampling_seed)
+        if self.samples_per_epoch is None:
+            sampler = RandomSampler(self.train_set, generator=generator)
+        else:
+            sampler = RandomSampler(self.train_set, replacement=True, num_samples=self.samples_per_epoch,
+                                    generator=generator)
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=max(self.batch_size, 256), num_workers=self.num_workers)
+
+    test_dataloader = val_dataloader  # the original has no third split: test reports on validation
+
+    def predict_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(torch.tensor(self.x[self.val_idx], dtype=torch.float32)),
+                          batch_size=max(self.batch_size, 256))
+
+
+class SineDataModule(ArrayDataModule):
+    """Exercise 1: windows of the noisy sine wave predict the next value (226 windows of 25)."""
+
+    input_size = 1
+
+    def __init__(self, length: int = 251, period: float = 100.0, noise: float = 0.05, seed: int = 12,
+                 window: int = 25, **kwargs):
+        super().__init__(**kwargs)
+        if length <= 0:
+            raise ConfigError(f"data.length must be positive, got {length}")
+        if window <= 0:
+            raise ConfigError(f"data.window must be positive, got {window}")
+        if window >= length:
+            raise ConfigError(f"data.window ({window}) must be shorter than the series (data.length = {length})")
+        self.length, self.period, self.noise, self.seed, self.window = length, period, noise, seed, window
+        self.series, self.clean = noisy_sine(length, period, noise, seed)
+
+    def make_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return sliding_windows(self.series, self.window)
+
+
+class AddingDataModule(ArrayDataModule):
+    """Exercise 2: the adding problem, a long-range dependency over ``t`` steps."""
+
+    input_size = 2
+
+    def __init__(self, t: int = 250, n_sequence: int = 10_000, seed: int = 12, **kwargs):
+        super().__init__(**kwargs)
+        if t < 2:
+            raise ConfigError(f"data.t must be at least 2 (two marked positions), got {t}")
+        if n_sequence <= 1:
+            raise ConfigError(f"data.n_sequence must be at least 2, got {n_sequence}")
+        self.t, self.n_sequence, self.seed = t, n_sequence, seed
+
+    def make_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return adding_problem(self.t, self.n_sequence, self.seed)

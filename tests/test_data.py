@@ -1,0 +1,109 @@
+"""The data and splits are the original's, value for value and index for index."""
+
+import numpy as np
+import pytest
+import torch
+
+from lstm_pl import AddingDataModule, ConfigError, SineDataModule, adding_problem, noisy_sine, train_test_split_indices
+from lstm_pl.data import sliding_windows
+
+# scikit-learn 1.x: train_test_split(np.arange(226), test_size=0.1, random_state=1), computed once.
+SKLEARN_TEST_226 = [39, 167, 93, 62, 196, 188, 38, 122, 105, 89, 4, 161, 218, 95, 99, 107, 31, 106, 67, 127, 165, 34, 163]
+SKLEARN_TRAIN_226_HEAD = [169, 44, 152, 189, 219, 18, 162, 148, 132, 108]
+SKLEARN_TEST_10000_HEAD = [9953, 3850, 4962, 3886, 5437, 8517, 2041, 1989, 1933, 9984]
+SKLEARN_TRAIN_10000_HEAD = [3376, 1114, 1332, 1812, 7714, 5356, 8876, 9056, 9113, 2617]
+
+
+def test_split_matches_scikit_learn():
+    train, test = train_test_split_indices(226, 0.1, 1)
+    assert (len(train), len(test)) == (203, 23)
+    assert test.tolist() == SKLEARN_TEST_226
+    assert train[:10].tolist() == SKLEARN_TRAIN_226_HEAD
+    assert sorted(train.tolist() + test.tolist()) == list(range(226))
+    train, test = train_test_split_indices(10_000, 0.1, 1)
+    assert (len(train), len(test)) == (9000, 1000)
+    assert test[:10].tolist() == SKLEARN_TEST_10000_HEAD
+    assert train[:10].tolist() == SKLEARN_TRAIN_10000_HEAD
+
+
+def original_toy_problem():
+    """The original's generator, written as it was: seed, then one uniform call for the noise."""
+    np.random.seed(12)
+    x = np.arange(0, 251)
+    noise = 0.05 * np.random.uniform(low=-1.0, high=1.0, size=len(x))
+    return np.sin(2.0 * np.pi * x / 100) + noise
+
+
+def test_sine_data_is_the_originals():
+    noisy, clean = noisy_sine()
+    np.testing.assert_array_equal(noisy, original_toy_problem())
+    np.testing.assert_allclose(noisy[:3], [-0.03458372, 0.08679549, 0.10166474], atol=1e-8)
+    assert noisy[-1] == pytest.approx(0.030549204028611443, abs=1e-15)
+    np.testing.assert_allclose(clean, np.sin(2 * np.pi * np.arange(251) / 100))
+    # The original's windows: data[i:i+25] -> data[i+25], i = 0 .. 225.
+    f = original_toy_problem()
+    x, y = sliding_windows(noisy, 25)
+    assert x.shape == (226, 25, 1) and y.shape == (226, 1)
+    for i in (0, 100, 225):
+        np.testing.assert_array_equal(x[i, :, 0], f[i : i + 25])
+        assert y[i, 0] == f[i + 25]
+
+
+def test_sine_datamodule_split_and_sampling():
+    data = SineDataModule(batch_size=10, samples_per_epoch=10, sampling_seed=3)
+    data.setup("fit")
+    assert data.train_idx.tolist()[:10] == SKLEARN_TRAIN_226_HEAD and data.val_idx.tolist() == SKLEARN_TEST_226
+    x0, y0 = data.train_set[0]
+    assert torch.equal(x0[:, 0], torch.tensor(data.x[169, :, 0], dtype=torch.float32))
+    batches = list(data.train_dataloader())
+    assert len(batches) == 1 and batches[0][0].shape == (10, 25, 1)  # one step per epoch, as the original
+    again = list(data.train_dataloader())
+    assert torch.equal(batches[0][0], again[0][0])  # the draw is seeded
+    full = SineDataModule(batch_size=10, samples_per_epoch=None)
+    full.setup("fit")
+    assert sum(len(x) for x, _ in full.train_dataloader()) == 203  # ordinary epochs: one pass
+
+
+def original_adding_problem(T, N):
+    """The original's generator, loop for loop."""
+    np.random.seed(12)
+    signals = np.random.uniform(low=0.0, high=1.0, size=(N, T))
+    masks = np.zeros((N, T))
+    for i in range(N):
+        positions = np.random.permutation(np.arange(T))[:2]
+        masks[i][positions] = 1
+    data = np.zeros((N, T, 2))
+    data[:, :, 0] = signals
+    data[:, :, 1] = masks
+    target = (signals * masks).sum(axis=1).reshape(N, 1)
+    return data, target
+
+
+def test_adding_problem_is_the_originals():
+    x, y = adding_problem(250, 300, 12)
+    x_ref, y_ref = original_adding_problem(250, 300)
+    np.testing.assert_array_equal(x, x_ref)
+    np.testing.assert_array_equal(y, y_ref)
+    assert x.shape == (300, 250, 2) and y.shape == (300, 1)
+    assert (x[:, :, 1].sum(axis=1) == 2).all()
+    np.testing.assert_allclose(y[:, 0], (x[:, :, 0] * x[:, :, 1]).sum(axis=1))
+
+
+def test_adding_datamodule_reuses_the_split():
+    data = AddingDataModule(t=20, n_sequence=10_000)
+    data.setup("fit")
+    assert data.val_idx[:10].tolist() == SKLEARN_TEST_10000_HEAD
+    assert len(data.train_set) == 9000 and len(data.val_set) == 1000
+    assert data.train_set[0][0].shape == (20, 2)
+
+
+@pytest.mark.parametrize("kwargs, key", [
+    (dict(window=300), "data.window"),
+    (dict(window=0), "data.window"),
+    (dict(length=-1), "data.length"),
+    (dict(batch_size=0), "data.batch_size"),
+    (dict(samples_per_epoch=0), "data.samples_per_epoch"),
+])
+def test_sine_bad_config_names_the_key(kwargs, key):
+    with pytest.raises(ConfigError, match=key):
+        SineDataModule(**kwargs)
