@@ -37,12 +37,118 @@ CELLS: tuple[str, ...] = Cell.__args__  # type: ignore[attr-defined]
 State = Tensor | tuple[Tensor, Tensor]
 
 
+class LSTMRecurrence(torch.autograd.Function):
+    """The recurrent half of a hand-written LSTM layer, with its backward pass written out.
+
+    Input: ``x_proj`` (T, B, G·H) = W x_t + b for every step (one matrix product, done outside),
+    the initial state ``h0``, ``c0`` (B, H), ``weight_hh`` (G·H, H), ``peephole`` (3, H) or None.
+    Output: the hidden states (T, B, H) and the final cell state (B, H).
+
+    Why by hand: autograd would record ~15 small operations per time step and replay them one by
+    one; here the forward saves the gate activations, the backward walks the steps once with a
+    few fused element-wise operations and one (B, G·H)·(G·H, H) product per step, and the
+    weight gradients come out of single large products over all steps:
+        dU = Σ_t δa_tᵀ h_{t-1},   δh_{t-1} = δa_t U,   δW, δb, δx from δa (outside, by autograd).
+    """
+
+    @staticmethod
+    def forward(ctx, x_proj, h0, c0, weight_hh, peephole, forget_gate: bool):
+        steps, batch, width = x_proj.shape
+        hidden = h0.shape[1]
+        gates = width // hidden  # blocks i, (f), g, o
+        n_sig = gates - 2        # the leading sigmoid blocks: i, f or just i
+        acts = torch.empty_like(x_proj)  # the activated gates, kept for the backward pass
+        h = x_proj.new_empty(steps + 1, batch, hidden)
+        c = x_proj.new_empty(steps + 1, batch, hidden)
+        tanh_c = x_proj.new_empty(steps, batch, hidden)
+        h[0], c[0] = h0, c0
+        w_hh_t = weight_hh.t()
+        # Per-step views made once (indexing inside the loop would cost more than the arithmetic).
+        act = acts.view(steps, batch, gates, hidden)
+        a_t, sig_t = acts.unbind(0), act[:, :, :n_sig].unbind(0)
+        i_t, f_t, g_t, o_t = (act[:, :, k].unbind(0) for k in (0, 1, -2, -1))
+        x_t, h_t, c_t, tc_t = x_proj.unbind(0), h.unbind(0), c.unbind(0), tanh_c.unbind(0)
+        c_column_t = c.unsqueeze(2).unbind(0)  # c(t) as (B, 1, H), to broadcast over the i, f blocks
+        p_sig = peephole[:n_sig] if peephole is not None else None
+        for t in range(steps):
+            torch.addmm(x_t[t], h_t[t], w_hh_t, out=a_t[t])
+            if peephole is not None:  # i and f look at c(t-1)
+                sig_t[t].addcmul_(p_sig, c_column_t[t])
+            torch.sigmoid_(sig_t[t])
+            torch.tanh_(g_t[t])
+            if forget_gate:  # c' = f ⊙ c + i ⊙ g
+                torch.mul(f_t[t], c_t[t], out=c_t[t + 1]).addcmul_(i_t[t], g_t[t])
+            else:            # c' = c + i ⊙ g: the bare carousel
+                torch.addcmul(c_t[t], i_t[t], g_t[t], out=c_t[t + 1])
+            if peephole is not None:  # o looks at c(t)
+                o_t[t].addcmul_(peephole[2], c_t[t + 1])
+            torch.sigmoid_(o_t[t])
+            torch.mul(o_t[t], torch.tanh(c_t[t + 1], out=tc_t[t]), out=h_t[t + 1])  # h' = o ⊙ tanh(c')
+        ctx.save_for_backward(acts, h, c, tanh_c, weight_hh, peephole)
+        return h[1:], c[steps]
+
+    @staticmethod
+    def backward(ctx, grad_hs, grad_c_last):
+        acts, h, c, tanh_c, weight_hh, peephole = ctx.saved_tensors
+        steps, batch, hidden = tanh_c.shape
+        gates = acts.shape[2] // hidden
+        forget_gate, n_sig = gates == 4, gates - 2
+        act = acts.view(steps, batch, gates, hidden)
+        i, g, o = act[:, :, 0], act[:, :, -2], act[:, :, -1]
+        # Every factor that does not depend on the incoming gradient, for all steps at once:
+        #   δa_o = δh ⊙ tanh(c) ⊙ o(1-o)                      = δh ⊙ factor_o
+        #   δc  += δh ⊙ o ⊙ (1 - tanh²c) + δa_o ⊙ p_o          = δh ⊙ factor_c
+        #   δa_i = δc ⊙ g ⊙ i(1-i),  δa_f = δc ⊙ c₋ ⊙ f(1-f),  δa_g = δc ⊙ i ⊙ (1-g²)   = δc ⊙ factor_ifg
+        #   δc₋  = δc ⊙ f + δa_i ⊙ p_i + δa_f ⊙ p_f            = δc ⊙ carry
+        factor_ifg = torch.empty(steps, batch, gates - 1, hidden, dtype=acts.dtype, device=acts.device)
+        factor_ifg[:, :, 0] = g * i * (1 - i)
+        if forget_gate:
+            f = act[:, :, 1]
+            factor_ifg[:, :, 1] = c[:-1] * f * (1 - f)
+        factor_ifg[:, :, -1] = i * (1 - g * g)
+        factor_o = tanh_c * o * (1 - o)
+        factor_c = o * (1 - tanh_c * tanh_c)
+        carry = f.clone() if forget_gate else None
+        if peephole is not None:
+            factor_c.addcmul_(factor_o, peephole[2])
+            leak = (factor_ifg[:, :, :n_sig] * peephole[:n_sig]).sum(2)
+            carry = carry + leak if forget_gate else leak + 1
+
+        grad_a = torch.empty_like(acts)
+        grad = grad_a.view(steps, batch, gates, hidden)
+        d_t, d_o_t, d_ifg_t = grad_a.unbind(0), grad[:, :, -1].unbind(0), grad[:, :, :-1].unbind(0)
+        factor_o_t, factor_c_t, factor_ifg_t = factor_o.unbind(0), factor_c.unbind(0), factor_ifg.unbind(0)
+        carry_t = carry.unbind(0) if carry is not None else None
+        grad_hs_t = grad_hs.unbind(0) if grad_hs is not None else None
+        grad_h = grad_hs_t[-1].clone() if grad_hs is not None else torch.zeros_like(h[0])
+        grad_c_column = (grad_c_last.clone() if grad_c_last is not None else torch.zeros_like(c[0])).unsqueeze(1)
+        grad_c = grad_c_column[:, 0]  # δc, updated in place; grad_c_column is the same memory as (B, 1, H)
+        for t in reversed(range(steps)):
+            torch.mul(grad_h, factor_o_t[t], out=d_o_t[t])
+            grad_c.addcmul_(grad_h, factor_c_t[t])
+            torch.mul(grad_c_column, factor_ifg_t[t], out=d_ifg_t[t])
+            if carry_t is not None:
+                grad_c.mul_(carry_t[t])
+            if t > 0 and grad_hs is not None:  # δh₋ = δa U, plus what the layer above sends to h₋
+                grad_h = torch.addmm(grad_hs_t[t - 1], d_t[t], weight_hh)
+            else:
+                grad_h = d_t[t] @ weight_hh
+        grad_weight_hh = grad_a.view(steps * batch, -1).t() @ h[:-1].reshape(steps * batch, hidden)
+        grad_peephole = None
+        if peephole is not None:
+            grad_peephole = torch.zeros_like(peephole)
+            grad_peephole[:n_sig] = (grad[:, :, :n_sig] * c[:-1, :, None]).sum((0, 1))
+            grad_peephole[2] = (grad[:, :, -1] * c[1:]).sum((0, 1))
+        return grad_a, grad_h, grad_c, grad_weight_hh, grad_peephole, None
+
+
 class LSTMLayer(nn.Module):
     """One hand-written LSTM layer: optional forget gate, optional peepholes (equations above).
 
     Parameters follow PyTorch's layout, gate blocks stacked in the order i, f, g, o (f absent
     without a forget gate): ``weight_ih`` (G·H, F), ``weight_hh`` (G·H, H), one ``bias`` (G·H),
-    and the diagonal peephole weights ``peephole`` (3, H) for p_i, p_f, p_o.
+    and the diagonal peephole weights ``peephole`` (3, H) for p_i, p_f, p_o (p_f unused
+    without a forget gate).
     """
 
     def __init__(self, input_size: int, hidden_size: int, forget_gate: bool = True, peephole: bool = False):
@@ -66,31 +172,12 @@ class LSTMLayer(nn.Module):
         """x (B, T, F), state (h, c) each (B, H) -> outputs (B, T, H), (h, c)."""
         batch, steps, _ = x.shape
         if state is None:
-            h = x.new_zeros(batch, self.hidden_size)
-            c = x.new_zeros(batch, self.hidden_size)
-        else:
-            h, c = state
-        # W x + b for every step at once: the only big matrix product; the loop keeps U h.
-        x_proj = torch.addmm(self.bias, x.reshape(batch * steps, -1), self.weight_ih.t()).view(batch, steps, -1)
-        w_hh_t = self.weight_hh.t()
-        outputs = []
-        for t in range(steps):
-            gates = torch.addmm(x_proj[:, t], h, w_hh_t)
-            if self.forget_gate:
-                i, f, g, o = gates.chunk(4, dim=1)
-            else:
-                (i, g, o), f = gates.chunk(3, dim=1), None
-            if self.peephole is not None:
-                i = i + self.peephole[0] * c
-                if f is not None:
-                    f = f + self.peephole[1] * c
-            i, g = torch.sigmoid(i), torch.tanh(g)
-            c = torch.sigmoid(f) * c + i * g if f is not None else c + i * g
-            if self.peephole is not None:
-                o = o + self.peephole[2] * c
-            h = torch.sigmoid(o) * torch.tanh(c)
-            outputs.append(h)
-        return torch.stack(outputs, dim=1), (h, c)
+            state = (x.new_zeros(batch, self.hidden_size), x.new_zeros(batch, self.hidden_size))
+        # W x + b for every step at once, time-major: the loop only adds U h.
+        x_proj = torch.addmm(self.bias, x.transpose(0, 1).reshape(steps * batch, -1), self.weight_ih.t())
+        hs, c = LSTMRecurrence.apply(x_proj.view(steps, batch, -1), state[0], state[1], self.weight_hh,
+                                     self.peephole, self.forget_gate)
+        return hs.transpose(0, 1), (hs[-1], c)
 
 
 class StackedLSTM(nn.Module):

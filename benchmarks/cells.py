@@ -1,0 +1,66 @@
+"""Step time of the hand-written cells against nn.LSTM on the adding problem's shape.
+
+    python benchmarks/cells.py [--batch 10 256] [--repeats 20] [--threads 2]
+
+One training step = forward over T=250 steps, MSE on the last output's head, backward, Adam.
+Prints the best milliseconds per step and the ratio to nn.LSTM (the aim: at most 2x).
+"""
+
+import argparse
+import time
+
+import torch
+
+from lstm_pl import SequenceRegressor
+
+
+def training_step(cell: str, batch: int, steps: int, hidden: int):
+    """A closure running one training step of a fresh hidden-``hidden`` regressor built on ``cell``."""
+    torch.manual_seed(0)
+    model = SequenceRegressor(input_size=2, output_size=1, cell=cell, hidden_size=hidden, init="tf1")
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    x, y = torch.randn(batch, steps, 2), torch.randn(batch, 1)
+
+    def one_step():
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()
+
+    return one_step
+
+
+def step_times(cells, batch: int, steps: int, hidden: int, repeats: int) -> dict[str, float]:
+    """Best-of-``repeats`` seconds per step for each cell, the cells interleaved round by round so
+    that load from other processes hits them all alike."""
+    runs = {cell: training_step(cell, batch, steps, hidden) for cell in cells}
+    for run in runs.values():  # warm-up
+        run(), run()
+    best = {cell: float("inf") for cell in cells}
+    for _ in range(repeats):
+        for cell, run in runs.items():
+            start = time.perf_counter()
+            run()
+            best[cell] = min(best[cell], time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, nargs="+", default=[10, 256])
+    parser.add_argument("--steps", type=int, default=250)
+    parser.add_argument("--hidden", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads, T={args.steps}, hidden={args.hidden}, "
+          f"best of {args.repeats} training steps (forward, backward, Adam)")
+    print(f"{'batch':>5} {'cell':<14} {'ms/step':>8} {'x nn.LSTM':>9}")
+    for batch in args.batch:
+        best = step_times(("lstm", "lstm_peephole", "lstm_cec", "rnn"), batch, args.steps, args.hidden, args.repeats)
+        for cell, seconds in best.items():
+            print(f"{batch:>5} {cell:<14} {seconds * 1e3:8.1f} {seconds / best['lstm']:9.2f}")
+
+
+if __name__ == "__main__":
+    main()

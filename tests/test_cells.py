@@ -1,0 +1,115 @@
+"""Each hand-written cell computes its equations, forwards and backwards, in float64."""
+
+import pytest
+import torch
+
+from lstm_pl.cells import CELLS, LSTMRecurrence, StackedLSTM, make_recurrent
+
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """Every tensor of this module in float64; restored for the other modules."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def reference_lstm(x, h, c, w_ih, w_hh, b, peephole=None, forget_gate=True):
+    """The cell equations, one step at a time, straight from the theory chapter (float64)."""
+    hidden = h.shape[1]
+    outputs = []
+    for t in range(x.shape[1]):
+        a = x[:, t] @ w_ih.T + h @ w_hh.T + b
+        if forget_gate:
+            a_i, a_f, a_g, a_o = a.split(hidden, dim=1)
+        else:
+            a_i, a_g, a_o = a.split(hidden, dim=1)
+        p_i, p_f, p_o = peephole if peephole is not None else (0, 0, 0)
+        i = torch.sigmoid(a_i + p_i * c)
+        g = torch.tanh(a_g)
+        if forget_gate:
+            f = torch.sigmoid(a_f + p_f * c)
+            c = f * c + i * g
+        else:
+            c = c + i * g
+        o = torch.sigmoid(a_o + p_o * c)
+        h = o * torch.tanh(c)
+        outputs.append(h)
+    return torch.stack(outputs, 1), h, c
+
+
+@pytest.mark.parametrize("cell", ["lstm_peephole", "lstm_cec"])
+def test_hand_written_cell_matches_its_equations(cell):
+    torch.manual_seed(0)
+    layer = make_recurrent(cell, 3, 8).layers[0]
+    x = torch.randn(4, 12, 3)
+    h0, c0 = torch.randn(4, 8), torch.randn(4, 8)
+    params = [layer.weight_ih, layer.weight_hh, layer.bias] + ([layer.peephole] if layer.peephole is not None else [])
+    out, (h, c) = layer(x, (h0, c0))
+    ref_out, ref_h, ref_c = reference_lstm(x, h0, c0, layer.weight_ih, layer.weight_hh, layer.bias,
+                                           layer.peephole, layer.forget_gate)
+    for mine, ref in ((out, ref_out), (h, ref_h), (c, ref_c)):
+        torch.testing.assert_close(mine, ref, rtol=0, atol=1e-12)
+    # Gradients of a loss that uses every output, the final h and the final c.
+    weights = torch.randn_like(out)
+    loss = lambda o, h_, c_: (o * weights).sum() + h_.square().sum() + c_.sin().sum()
+    mine = torch.autograd.grad(loss(out, h, c), params)
+    ref = torch.autograd.grad(loss(ref_out, ref_h, ref_c), params)
+    for a, b in zip(mine, ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("forget_gate", [True, False])
+@pytest.mark.parametrize("peephole", [True, False])
+def test_recurrence_backward_gradcheck(forget_gate, peephole):
+    torch.manual_seed(1)
+    steps, batch, hidden, gates = 5, 3, 4, 4 if forget_gate else 3
+    inputs = [torch.randn(steps, batch, gates * hidden), torch.randn(batch, hidden), torch.randn(batch, hidden),
+              torch.randn(gates * hidden, hidden)] + ([torch.randn(3, hidden)] if peephole else [])
+    inputs = [t.requires_grad_() for t in inputs]
+    fn = lambda xp, h0, c0, w, *p: LSTMRecurrence.apply(xp, h0, c0, w, p[0] if p else None, forget_gate)
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+def test_peephole_with_zero_peepholes_is_nn_lstm():
+    torch.manual_seed(2)
+    mine = StackedLSTM(3, 16, num_layers=2, peephole=True)
+    reference = torch.nn.LSTM(3, 16, num_layers=2, batch_first=True)
+    with torch.no_grad():
+        for k, layer in enumerate(mine.layers):
+            layer.peephole.zero_()
+            getattr(reference, f"weight_ih_l{k}").copy_(layer.weight_ih)
+            getattr(reference, f"weight_hh_l{k}").copy_(layer.weight_hh)
+            getattr(reference, f"bias_ih_l{k}").copy_(layer.bias)
+            getattr(reference, f"bias_hh_l{k}").zero_()
+    x = torch.randn(5, 40, 3)
+    state = (torch.randn(2, 5, 16), torch.randn(2, 5, 16))
+    out, (h, c) = mine(x, state)
+    ref_out, (ref_h, ref_c) = reference(x, state)
+    for a, b in ((out, ref_out), (h, ref_h), (c, ref_c)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    grads = torch.autograd.grad(out.sum() + c.sum(), [mine.layers[0].weight_hh, mine.layers[1].weight_ih])
+    ref_grads = torch.autograd.grad(ref_out.sum() + ref_c.sum(), [reference.weight_hh_l0, reference.weight_ih_l1])
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_every_cell_has_the_same_interface(cell):
+    rnn = make_recurrent(cell, 2, 6, num_layers=3, dropout=0.1)
+    out, state = rnn(torch.randn(4, 9, 2))
+    assert out.shape == (4, 9, 6)
+    h = state if cell == "rnn" else state[0]
+    assert h.shape == (3, 4, 6)
+    torch.testing.assert_close(h[-1], out[:, -1])
+    if cell != "rnn":
+        assert state[1].shape == (3, 4, 6)
+    out2, _ = rnn(torch.randn(4, 9, 2), state)  # a carried state is accepted
+    assert out2.shape == (4, 9, 6)
+
+
+def test_unknown_cell():
+    with pytest.raises(ValueError, match="cell"):
+        make_recurrent("gru", 2, 4)
