@@ -40,8 +40,9 @@ State = Tensor | tuple[Tensor, Tensor]
 class LSTMRecurrence(torch.autograd.Function):
     """The recurrent half of a hand-written LSTM layer, with its backward pass written out.
 
-    Input: ``x_proj`` (T, B, G·H) = W x_t + b for every step (one matrix product, done outside),
-    the initial state ``h0``, ``c0`` (B, H), ``weight_hh`` (G·H, H), ``peephole`` (3, H) or None.
+    Input: ``x_proj`` (T, B, G·H) = W x_t + b for every step (one matrix product, done outside;
+    G = 4 gate blocks i, f, g, o, or 3 without a forget gate), the initial state ``h0``, ``c0``
+    (B, H), ``weight_hh`` (G·H, H), ``peephole`` (3, H) or None.
     Output: the hidden states (T, B, H) and the final cell state (B, H).
 
     Why by hand: autograd would record ~15 small operations per time step and replay them one by
@@ -52,10 +53,11 @@ class LSTMRecurrence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x_proj, h0, c0, weight_hh, peephole, forget_gate: bool):
+    def forward(ctx, x_proj, h0, c0, weight_hh, peephole):
         steps, batch, width = x_proj.shape
         hidden = h0.shape[1]
-        gates = width // hidden  # blocks i, (f), g, o
+        gates = width // hidden  # blocks i, f, g, o; without a forget gate i, g, o
+        forget_gate = gates == 4
         n_sig = gates - 2        # the leading sigmoid blocks: i, f or just i
         acts = torch.empty_like(x_proj)  # the activated gates, kept for the backward pass
         h = x_proj.new_empty(steps + 1, batch, hidden)
@@ -139,7 +141,7 @@ class LSTMRecurrence(torch.autograd.Function):
             grad_peephole = torch.zeros_like(peephole)
             grad_peephole[:n_sig] = (grad[:, :, :n_sig] * c[:-1, :, None]).sum((0, 1))
             grad_peephole[2] = (grad[:, :, -1] * c[1:]).sum((0, 1))
-        return grad_a, grad_h, grad_c, grad_weight_hh, grad_peephole, None
+        return grad_a, grad_h, grad_c, grad_weight_hh, grad_peephole
 
 
 class LSTMLayer(nn.Module):
@@ -175,8 +177,7 @@ class LSTMLayer(nn.Module):
             state = (x.new_zeros(batch, self.hidden_size), x.new_zeros(batch, self.hidden_size))
         # W x + b for every step at once, time-major: the loop only adds U h.
         x_proj = torch.addmm(self.bias, x.transpose(0, 1).reshape(steps * batch, -1), self.weight_ih.t())
-        hs, c = LSTMRecurrence.apply(x_proj.view(steps, batch, -1), state[0], state[1], self.weight_hh,
-                                     self.peephole, self.forget_gate)
+        hs, c = LSTMRecurrence.apply(x_proj.view(steps, batch, -1), state[0], state[1], self.weight_hh, self.peephole)
         return hs.transpose(0, 1), (hs[-1], c)
 
 
@@ -262,3 +263,20 @@ def init_tf1_(rnn: nn.Module, forget_bias: float = 1.0) -> None:
         if layer["peephole"] is not None:
             hidden = layer["peephole"].shape[1]
             nn.init.uniform_(layer["peephole"], -math.sqrt(3.0 / hidden), math.sqrt(3.0 / hidden))
+
+
+@torch.no_grad()
+def init_chrono_(rnn: nn.Module, t_max: float) -> None:
+    """Chrono initialisation of the gate biases (Tallec & Ollivier 2018): b_f = log U(1, T_max - 1),
+    b_i = -b_f, so that forget gates start with characteristic memory times spread up to T_max
+    steps instead of all near 1/(1 - σ(1)) ≈ 4 (and input gates open in proportion)."""
+    for layer in recurrent_layers(rnn):
+        if "f" not in layer["gates"]:
+            raise ValueError("chrono initialisation needs a cell with a forget gate")
+        hidden = layer["bias"].shape[0] // len(layer["gates"])
+        b_f = torch.log(torch.empty(hidden, dtype=layer["bias"].dtype).uniform_(1.0, t_max - 1.0))
+        bias = layer["bias"].view(len(layer["gates"]), hidden)
+        bias[layer["gates"].index("f")] = b_f
+        bias[layer["gates"].index("i")] = -b_f
+        if layer["bias_hh"] is not None:
+            layer["bias_hh"].zero_()

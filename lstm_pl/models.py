@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .cells import init_tf1_, make_recurrent
+from .cells import init_chrono_, init_tf1_, make_recurrent
 
 Init = Literal["tf1", "torch"]
 
@@ -18,11 +18,12 @@ class SequenceRegressor(nn.Module):
 
     ``init="tf1"`` draws the weights as the TensorFlow 1 original did (``init_tf1_`` for the
     recurrent stack; head weight truncated normal σ = 0.01, head bias standard normal);
-    ``init="torch"`` keeps PyTorch's defaults.
+    ``init="torch"`` keeps PyTorch's defaults. ``chrono_t_max`` then redraws the input and forget
+    gate biases by chrono initialisation for dependencies up to that many steps (``init_chrono_``).
     """
 
     def __init__(self, input_size: int, output_size: int = 1, cell: str = "lstm", hidden_size: int = 50,
-                 num_layers: int = 1, init: Init = "tf1"):
+                 num_layers: int = 1, init: Init = "tf1", chrono_t_max: float | None = None):
         super().__init__()
         self.rnn = make_recurrent(cell, input_size, hidden_size, num_layers)
         self.head = nn.Linear(hidden_size, output_size)
@@ -31,6 +32,8 @@ class SequenceRegressor(nn.Module):
             with torch.no_grad():
                 nn.init.trunc_normal_(self.head.weight, std=0.01, a=-0.02, b=0.02)  # tf.truncated_normal: ±2σ
                 nn.init.normal_(self.head.bias)
+        if chrono_t_max is not None:
+            init_chrono_(self.rnn, chrono_t_max)
 
     def forward(self, x: Tensor) -> Tensor:
         outputs, _ = self.rnn(x)

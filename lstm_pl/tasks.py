@@ -29,14 +29,18 @@ class RegressionTask(pl.LightningModule):
 
     def __init__(self, input_size: int = 1, output_size: int = 1, cell: Cell = "lstm", hidden_size: int = 50,
                  num_layers: int = 1, init: Init = "tf1", lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, baseline: float | None = None, tolerance: float | None = None):
+                 eps: float = 1e-8, chrono_t_max: float | None = None, baseline: float | None = None,
+                 tolerance: float | None = None):
         super().__init__()
         if cell not in CELLS:
             raise ConfigError(f"model.cell: unknown cell {cell!r}; choose one of {', '.join(CELLS)}")
         check_positive(input_size=input_size, output_size=output_size, hidden_size=hidden_size,
                        num_layers=num_layers, lr=lr, eps=eps)
+        if chrono_t_max is not None and (chrono_t_max <= 2 or cell in ("rnn", "lstm_cec")):
+            raise ConfigError(f"model.chrono_t_max needs a value above 2 and a cell with a forget gate, "
+                              f"got {chrono_t_max} with cell {cell!r}")
         self.save_hyperparameters()
-        self.net = SequenceRegressor(input_size, output_size, cell, hidden_size, num_layers, init)
+        self.net = SequenceRegressor(input_size, output_size, cell, hidden_size, num_layers, init, chrono_t_max)
         self.metrics = torch.nn.ModuleDict({
             f"{stage}_{name}": metric()
             for stage in ("val", "test")

@@ -69,7 +69,7 @@ def test_recurrence_backward_gradcheck(forget_gate, peephole):
     inputs = [torch.randn(steps, batch, gates * hidden), torch.randn(batch, hidden), torch.randn(batch, hidden),
               torch.randn(gates * hidden, hidden)] + ([torch.randn(3, hidden)] if peephole else [])
     inputs = [t.requires_grad_() for t in inputs]
-    fn = lambda xp, h0, c0, w, *p: LSTMRecurrence.apply(xp, h0, c0, w, p[0] if p else None, forget_gate)
+    fn = lambda xp, h0, c0, w, *p: LSTMRecurrence.apply(xp, h0, c0, w, p[0] if p else None)
     assert torch.autograd.gradcheck(fn, inputs)
 
 

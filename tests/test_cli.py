@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -84,3 +85,33 @@ def test_unknown_key_in_config_file(config_path, tmp_path):
     result = run_cli("fit", "--config", str(bad))
     assert result.returncode == 2 and "max_epochz" in result.stderr.strip().splitlines()[-1]
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("task", ["sine", "adding"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "lstm_peephole", "lstm_cec"])
+def test_every_cell_trains_through_the_cli(config_path, tmp_path, task, cell):
+    small = ["--data.init_args.t=20", "--data.init_args.n_sequence=200"] if task == "adding" else []
+    cli = fit(config_path(task), tmp_path, f"--model.init_args.cell={cell}", "--trainer.max_epochs=4",
+              "--trainer.check_val_every_n_epoch=2", *small)
+    metrics = cli.trainer.callback_metrics
+    assert cli.trainer.global_step == 4 and torch.isfinite(metrics["val/loss"])
+    assert type(cli.model.net.rnn).__name__ == {"rnn": "RNN", "lstm": "LSTM"}.get(cell, "StackedLSTM")
+    if task == "adding":
+        assert {"val/baseline_mse", "val/within_tolerance"} <= set(metrics)
+        assert (Path(cli.trainer.log_dir) / "predictions.png").exists()
+
+
+def test_adding_solve_configs(config_path, tmp_path):
+    """The solving budget parses, uses chrono on the LSTM, and refuses chrono on a gateless cell."""
+    cli = fit(config_path("adding_solve"), tmp_path, "--trainer.max_epochs=1", "--data.init_args.samples_per_epoch=64",
+              "--data.init_args.t=20", "--data.init_args.n_sequence=200")
+    assert cli.trainer.gradient_clip_val == 1.0 and cli.trainer.global_step == 2
+    bias = cli.model.net.rnn.bias_ih_l0.detach().view(4, 100)
+    # chrono: b_f = log U(1, T-1), b_i = -b_f (two Adam steps of 1e-3 have moved each by at most 2e-3)
+    assert bias[1].min() > -0.01 and bias[1].max() < torch.log(torch.tensor(249.0)) + 0.01 and bias[1].std() > 0.5
+    assert (bias[0] + bias[1]).abs().max() < 0.01
+    result = run_cli("fit", "--config", config_path("adding_solve"), "--model.init_args.cell=rnn")
+    assert result.returncode == 2 and "model.chrono_t_max" in result.stderr.strip().splitlines()[-1]
+    rnn = fit(config_path("adding_solve_rnn"), tmp_path, "--trainer.max_epochs=1",
+              "--data.init_args.samples_per_epoch=64", "--data.init_args.t=20", "--data.init_args.n_sequence=200")
+    assert type(rnn.model.net.rnn).__name__ == "RNN"
