@@ -36,7 +36,7 @@ def run(cell: str, config: str, save_dir: str) -> str:
     reached = next((f"{s.step + 1:,}" for s in val if s.value < 0.01), "not reached")
     within = events.Scalars("val/within_tolerance")[-1].value
     command = f"python -m lstm_pl fit --config {config} " + " ".join(o for o in overrides if "logger" not in o)
-    return (f"| {cell} | {val[-1].value:.4f} | {reached} | {trainer.global_step:,} | "
+    return (f"| {cell} | {val[-1].value:.5f} | {reached} | {trainer.global_step:,} | "
             f"{seconds / trainer.global_step:.3f} | {within:.1%} | `{command}` |")
 
 

@@ -12,11 +12,13 @@ from .callbacks import LossCurves, PredictionScatter, SineWaveform
 from .cells import CELLS, init_tf1_, make_recurrent
 from .data import AddingDataModule, SineDataModule, adding_problem, noisy_sine, train_test_split_indices
 from .errors import ConfigError
-from .models import SequenceRegressor
-from .tasks import RegressionTask
+from .models import SequenceRegressor, WordLanguageModel
+from .tasks import LanguageModelTask, RegressionTask
+from .text import TextDataModule
 
 __all__ = [
     "CELLS", "AddingDataModule", "ConfigError", "LossCurves", "PredictionScatter", "RegressionTask",
     "SequenceRegressor", "SineDataModule", "SineWaveform", "adding_problem", "init_tf1_", "make_recurrent",
     "noisy_sine", "train_test_split_indices",
+    "LanguageModelTask", "TextDataModule", "WordLanguageModel",
 ]

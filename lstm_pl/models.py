@@ -51,3 +51,67 @@ class SequenceRegressor(nn.Module):
             predictions.append(y)
             window = torch.cat([window[1:], y[None]])
         return torch.cat(predictions)
+
+
+class WordLanguageModel(nn.Module):
+    """Next-word prediction: embedding, recurrent stack, linear decoder over the vocabulary.
+
+        e_t = E[w_t],   (h_t, state) = RNN(e_t, state),   logits_t = W h_t + b,   p(w_{t+1}) = softmax(logits_t)
+
+    ``dropout`` acts on every non-recurrent connection (Zaremba et al. 2014, as PyTorch's
+    word_language_model): on the embeddings, between layers, and before the decoder.
+    ``tie_weights`` shares E and W (Press & Wolf 2017; needs embedding_size == hidden_size).
+
+    ``init="tf1"`` draws what the TensorFlow cookbook's graph drew: the recurrent stack by
+    ``init_tf1_`` (glorot-uniform kernels, forget bias 1.0, one bias per gate), the embedding and
+    the decoder weight from N(0, 1) (``tf.random_normal_initializer()``), the decoder bias zero;
+    ``init="torch"`` keeps PyTorch's defaults.
+    """
+
+    def __init__(self, vocab_size: int, embedding_size: int = 128, cell: str = "lstm", hidden_size: int = 128,
+                 num_layers: int = 1, dropout: float = 0.0, tie_weights: bool = False, init: Init = "tf1"):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding_size)
+        self.rnn = make_recurrent(cell, embedding_size, hidden_size, num_layers, dropout)
+        self.dropout = nn.Dropout(dropout)
+        self.decoder = nn.Linear(hidden_size, vocab_size)
+        if init == "tf1":
+            init_tf1_(self.rnn)
+            with torch.no_grad():
+                nn.init.normal_(self.embedding.weight)
+                nn.init.normal_(self.decoder.weight)
+                nn.init.zeros_(self.decoder.bias)
+        if tie_weights:
+            if embedding_size != hidden_size:
+                raise ValueError(f"tie_weights needs embedding_size == hidden_size, got {embedding_size} and {hidden_size}")
+            self.decoder.weight = self.embedding.weight
+
+    def forward(self, tokens: Tensor, state: Tensor | tuple[Tensor, Tensor] | None = None):
+        """tokens (B, T) int64, state as the recurrent stack's (None: zeros) -> logits (B, T, V), state."""
+        outputs, state = self.rnn(self.dropout(self.embedding(tokens)), state)
+        return self.decoder(self.dropout(outputs)), state
+
+    @torch.no_grad()
+    def generate(self, prompt: Tensor, steps: int, temperature: float = 1.0, top_k: int | None = None,
+                 banned: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """Continue ``prompt`` (T,) by ``steps`` tokens, each fed back as the next input: sampled
+        from softmax(logits / temperature) over the ``top_k`` most likely words (all if None), or
+        the most likely word when ``temperature`` is 0; ``banned`` (e.g. ``<unk>``) is never
+        chosen. Same ``generator`` state, same tokens. Call in eval mode. Returns (steps,)."""
+        logits, state = self(prompt[None])
+        chosen = []
+        for _ in range(steps):
+            scores = logits[0, -1].float()
+            if banned is not None:
+                scores[banned] = -float("inf")
+            if temperature == 0:
+                token = scores.argmax(keepdim=True)
+            else:
+                scores = scores / temperature
+                if top_k is not None and top_k < scores.numel():
+                    kth = torch.topk(scores, top_k).values[-1]
+                    scores = scores.masked_fill(scores < kth, -float("inf"))
+                token = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator)
+            chosen.append(token)
+            logits, state = self(token.view(1, 1), state)
+        return torch.cat(chosen)

@@ -2,8 +2,12 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The tests' models are tiny: one thread is as fast, and it keeps oneDNN's OpenMP threads from
+# slowing down tenfold when another process shares the cores.
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"

@@ -1,0 +1,292 @@
+"""``python -m parity.compare TASK``: train one lstm_pl setup in PyTorch Lightning and again in
+TensorFlow, from the same initial weights, on the same batches, with the same optimizer and
+clipping, and compare the two loss trajectories step by step.
+
+    python -m parity.compare sine                    # configs/sine.yaml, float32, the config's 500 steps
+    python -m parity.compare all --dtype float64     # every config under configs/, one table
+    python -m parity.compare --config my.yaml --steps 50 --tolerance 1e-4 --model.init_args.hidden_size=20
+
+Extra ``--model.…``, ``--data.…``, ``--trainer.…`` arguments override the config, as with
+``python -m lstm_pl``. Each comparison writes, under one run folder (``runs/parity/version_<n>/``
+unless ``--out``), ``<task>/report.json`` (both trajectories, both final validation losses, the
+differences, the verdict), ``<task>/overlay.png``, and TensorBoard scalars for ``pytorch``,
+``tensorflow`` and ``difference``. Exit status: 0 if every comparison is within tolerance, 1 if
+one is not, 2 if a config cannot be compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from lstm_pl.cli import config_error
+from lstm_pl.errors import ConfigError
+
+from . import pytorch_side
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+# Largest relative difference of the loss allowed at any step, and of the final validation loss.
+# float64: the target (measured: 2e-12 at most). float32: about 5x the largest difference measured
+# over every task's default run, 3.4e-3 (adding_rnn, whose early steps amplify rounding); README,
+# "Parity with TensorFlow".
+TOLERANCE = {"float64": 1e-6, "float32": 2e-2}
+# Without --steps, a comparison follows the config's own budget up to these many steps: all of it for
+# sine and adding (500), the first 500 of adding_solve's 15,000. For the language models, 50 steps:
+# their float64 steps take 1-3 s each on this CPU, so even one full epoch of the multi-layer model
+# would take most of 5 minutes; 50 crosses the state reset at the start of the second epoch (an
+# epoch of the shakespeare configs is 38 windows).
+DEFAULT_STEPS = {"regression": 500, "language_model": 50}
+
+
+def relative(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """|b - a| / |a|, the reference ``a`` being PyTorch's loss (inf where a is 0 and b is not)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(a == b, 0.0, np.abs(b - a) / np.abs(a))
+
+
+def compare_trajectories(pytorch: np.ndarray, tensorflow: np.ndarray, val_pytorch: float, val_tensorflow: float,
+                         tolerance: float) -> dict:
+    """The differences and the verdict. Steps count from 1 (step k: the loss on the k-th batch,
+    before its update); a NaN difference counts as infinite, so outside any tolerance."""
+    if len(tensorflow) != len(pytorch):
+        raise ValueError(f"{len(pytorch)} PyTorch steps but {len(tensorflow)} TensorFlow steps")
+    nan_to_inf = lambda d: np.where(np.isnan(d), np.inf, d)
+    absolute = nan_to_inf(np.abs(tensorflow - pytorch))
+    rel = nan_to_inf(relative(pytorch, tensorflow))
+    over = np.flatnonzero(rel > tolerance)
+    val_rel = float(nan_to_inf(relative(np.array([val_pytorch]), np.array([val_tensorflow])))[0])
+    return dict(
+        max_abs_diff=float(absolute.max()), max_abs_step=int(absolute.argmax()) + 1,
+        max_rel_diff=float(rel.max()), max_rel_step=int(rel.argmax()) + 1,
+        first_step_over_tolerance=int(over[0]) + 1 if len(over) else None,
+        val_abs_diff=abs(val_tensorflow - val_pytorch), val_rel_diff=val_rel,
+        passed=bool(len(over) == 0 and val_rel <= tolerance),
+    )
+
+
+def write_atomic(path: Path, write) -> None:
+    """Write ``path`` through a temporary file beside it, so it is either complete or absent."""
+    partial = path.with_name(path.name + ".partial")
+    write(partial)
+    os.replace(partial, path)
+
+
+def plot_overlay(report: dict, path: Path) -> None:
+    """Both loss curves (log scale), and their absolute and relative difference (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pt, tf = np.array(report["pytorch"]["losses"]), np.array(report["tensorflow"]["losses"])
+    steps = np.arange(1, len(pt) + 1)
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True, gridspec_kw=dict(height_ratios=[3, 2]))
+    top.plot(steps, pt, lw=1.6, color="tab:orange", label=f"PyTorch (val {report['pytorch']['val_loss']:.6g})")
+    top.plot(steps, tf, lw=1.0, ls="--", color="tab:blue", label=f"TensorFlow (val {report['tensorflow']['val_loss']:.6g})")
+    top.set(yscale="log", ylabel="training loss",
+            title=f"{report['task']}: PyTorch vs TensorFlow, {report['dtype']}, {len(pt)} steps")
+    top.legend()
+    show = lambda d: np.where(d > 0, d, np.nan)  # an exact match (0) has no place on a log scale
+    bottom.plot(steps, show(np.abs(tf - pt)), lw=0.8, color="0.3", label="|TF - PT|")
+    bottom.plot(steps, show(relative(pt, tf)), lw=0.8, color="tab:red", label="|TF - PT| / PT")
+    bottom.axhline(report["tolerance"], color="tab:red", ls=":", lw=1, label=f"tolerance {report['tolerance']:g}")
+    bottom.set(yscale="log", xlabel="step", ylabel="difference")
+    bottom.legend(fontsize=8, loc="upper left")
+    figure.tight_layout()
+    write_atomic(path, lambda p: figure.savefig(p, format="png", dpi=110))
+    plt.close(figure)
+
+
+def write_tensorboard(report: dict, folder: Path) -> None:
+    """Scalars ``train/loss`` (per step) and ``val/loss`` (at the last step) under ``pytorch/``
+    and ``tensorflow/`` (one chart, two runs, in TensorBoard), and the differences under ``difference/``."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    pt, tf = np.array(report["pytorch"]["losses"]), np.array(report["tensorflow"]["losses"])
+    for side, losses in (("pytorch", pt), ("tensorflow", tf)):
+        with SummaryWriter(str(folder / side)) as writer:
+            for step, loss in enumerate(losses, 1):
+                writer.add_scalar("train/loss", loss, step)
+            writer.add_scalar("val/loss", report[side]["val_loss"], len(losses))
+    with SummaryWriter(str(folder / "difference")) as writer:
+        for step, (a, r) in enumerate(zip(np.abs(tf - pt), relative(pt, tf)), 1):
+            writer.add_scalar("parity/abs_diff", a, step)
+            writer.add_scalar("parity/rel_diff", r, step)
+
+
+def verdict(report: dict) -> str:
+    """The one line printed per comparison."""
+    head = f"{report['task']} [{report['dtype']}, {report['steps']} steps]"
+    tail = (f"val loss {report['pytorch']['val_loss']:.6g} vs {report['tensorflow']['val_loss']:.6g} "
+            f"(rel {report['val_rel_diff']:.1e}); {report['seconds']:.0f} s; {report['folder']}/report.json")
+    worst = f"max rel diff {report['max_rel_diff']:.1e} (step {report['max_rel_step']})"
+    if report["passed"]:
+        return f"{head}: PASS, {worst} <= {report['tolerance']:g}; {tail}"
+    first = report["first_step_over_tolerance"]
+    where = f"first at step {first}, " if first is not None else "only the validation loss, "
+    return f"{head}: FAIL, rel diff over {report['tolerance']:g} {where}{worst}; {tail}"
+
+
+def compare(config: Path, dtype: str, steps: int | None, tolerance: float, folder: Path,
+            overrides: list[str] = (), threads: int = 1) -> dict:
+    """Run ``config`` in PyTorch (recorded) and TensorFlow (replayed), compare, write the report
+    files into ``folder``; returns the report."""
+    from . import tensorflow_side  # TensorFlow's import takes seconds: only when comparing
+
+    start = time.perf_counter()
+    if folder.exists():
+        raise ConfigError(f"--out: {folder} exists already; choose another run folder")
+    budget_cap = steps is None
+    if budget_cap:
+        steps = DEFAULT_STEPS[pytorch_side.task_kind(str(config))]
+    try:
+        recording = pytorch_side.record(str(config), dtype, steps, folder / "pytorch", list(overrides),
+                                        exact=not budget_cap, threads=threads)
+        replay = tensorflow_side.train(recording.spec, recording.weights, recording.batches, recording.epochs,
+                                       recording.val_batches, recording.optimizer, recording.clip, dtype)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # a refused or interrupted comparison leaves nothing behind
+        raise
+    pt, tf = np.array(recording.losses), np.asarray(replay["losses"])
+    report = dict(
+        task=config.stem, config=str(config), overrides=list(overrides), dtype=dtype, steps=len(pt),
+        epochs=len(set(recording.epochs)),
+        tolerance=tolerance, folder=str(folder),
+        spec=recording.spec, optimizer=recording.optimizer, clip=recording.clip,
+        **compare_trajectories(pt, tf, recording.val_loss, replay["val_loss"], tolerance),
+        pytorch=dict(losses=pt.tolist(), val_loss=recording.val_loss, seconds=recording.seconds),
+        tensorflow=dict(losses=tf.tolist(), val_loss=replay["val_loss"], seconds=replay["seconds"]),
+    )
+    report["seconds"] = time.perf_counter() - start
+    report["verdict"] = verdict(report)
+    write_tensorboard(report, folder)
+    plot_overlay(report, folder / "overlay.png")
+    write_atomic(folder / "report.json", lambda p: p.write_text(json.dumps(report, indent=1) + "\n"))
+    return report
+
+
+def table(reports: list[dict]) -> str:
+    """The ``all`` summary as a Markdown table."""
+    lines = ["| task | dtype | steps | max abs diff | max rel diff | val rel diff | first step over | time (s) | verdict |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in reports:
+        first = "-" if r["first_step_over_tolerance"] is None else str(r["first_step_over_tolerance"])
+        lines.append(f"| {r['task']} | {r['dtype']} | {r['steps']} | {r['max_abs_diff']:.1e} | {r['max_rel_diff']:.1e} "
+                     f"| {r['val_rel_diff']:.1e} | {first} | {r['seconds']:.0f} | "
+                     f"{'PASS' if r['passed'] else 'FAIL'} (tol {r['tolerance']:g}) |")
+    return "\n".join(lines)
+
+
+def next_version(parent: Path) -> Path:
+    """``parent/version_<n>``, n one past the highest there."""
+    taken = [int(p.name.split("_", 1)[1]) for p in parent.glob("version_*") if p.name.split("_", 1)[1].isdigit()]
+    return parent / f"version_{max(taken, default=-1) + 1}"
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="python -m parity.compare", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("task", nargs="?", help="a config's name under configs/ (sine, adding, ...), or all")
+    parser.add_argument("--config", type=Path, help="a config file, instead of TASK")
+    parser.add_argument("--dtype", choices=sorted(TOLERANCE), default="float32")
+    parser.add_argument("--steps", type=int, help="optimizer steps (default: the config's budget, at most "
+                        f"{DEFAULT_STEPS['regression']} for the regression tasks and {DEFAULT_STEPS['language_model']} "
+                        "for the language models)")
+    parser.add_argument("--tolerance", type=float, help="largest relative loss difference allowed "
+                        f"(default: {TOLERANCE['float32']:g} in float32, {TOLERANCE['float64']:g} in float64)")
+    parser.add_argument("--out", type=Path, help="run folder (default: runs/parity/version_<n>)")
+    parser.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads (default 1: the small "
+                        "models run fastest on one, and more spin against other jobs on a busy machine)")
+    args, overrides = parser.parse_known_args(argv)
+    bad = [o for o in overrides if not o.startswith(("--model.", "--data.", "--trainer.", "--seed_everything"))]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    if (args.task is None) == (args.config is None):
+        parser.error("give a TASK (a config's name, or all) or --config PATH, not both")
+    if args.steps is not None and args.steps < 1:
+        parser.error(f"--steps must be at least 1, got {args.steps}")
+    if args.tolerance is not None and not args.tolerance > 0:
+        parser.error(f"--tolerance must be positive, got {args.tolerance}")
+    return args, overrides
+
+
+def configs_for(args: argparse.Namespace) -> list[Path]:
+    if args.config is not None:
+        paths = [args.config]
+    elif args.task == "all":
+        paths = sorted(CONFIGS.glob("*.yaml"))
+    else:
+        paths = [CONFIGS / f"{args.task}.yaml"]
+    for path in paths:
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in CONFIGS.glob("*.yaml")))
+            raise ConfigError(f"no config {path} (tasks: {known}, or all)")
+    return paths
+
+
+def pin_mmap_threshold() -> None:
+    """Keep glibc's heap from fragmenting over a long float64 run. glibc raises its mmap threshold
+    each time a large block is freed, after which the float64 LSTM's per-step buffers (PyTorch's
+    native kernels; float32 runs on oneDNN) come from the heap and fragment it: measured 3-8 GB
+    resident after adding_solve's 500 steps, 0.8 GB with the threshold pinned at glibc's default."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to do
+        return
+    M_MMAP_THRESHOLD = -3
+    libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+
+
+def quiet() -> None:
+    """Keep the output to the verdicts: no Lightning banners, no third-party deprecation notes."""
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, overrides = parse_args(argv)
+    quiet()
+    pin_mmap_threshold()
+    tolerance = args.tolerance if args.tolerance is not None else TOLERANCE[args.dtype]
+    try:
+        paths = configs_for(args)
+    except ConfigError as error:
+        print(f"parity: error: {error}", file=sys.stderr)
+        return 2
+    run = args.out if args.out is not None else next_version(Path("runs") / "parity")
+    reports, refused = [], []
+    for path in paths:
+        try:
+            report = compare(path, args.dtype, args.steps, tolerance, run / path.stem, overrides, args.threads)
+        except Exception as error:
+            cause = config_error(error)
+            if cause is None:
+                raise
+            print(f"parity: error: {path.stem}: {cause}", file=sys.stderr, flush=True)
+            refused.append(path.stem)
+            continue
+        print(report["verdict"], flush=True)
+        reports.append(report)
+    if len(paths) > 1 and reports:
+        summary = table(reports) + "".join(f"\n| {name} | refused: see the error above | | | | | | | |" for name in refused)
+        write_atomic(run / "summary.md", lambda p: p.write_text(summary + "\n"))
+        print(summary)
+    if refused:
+        return 2
+    return 0 if all(r["passed"] for r in reports) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

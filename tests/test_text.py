@@ -1,0 +1,158 @@
+"""The Shakespeare data: normalisation, a train-only vocabulary, position splits, language-model
+batches, and a download that keeps nothing unless its checksum matches."""
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from lstm_pl import ConfigError, TextDataModule
+from lstm_pl.text import UNKNOWN, StreamWindows, download, split_words, word_tokenizer
+
+from conftest import SHAKESPEARE
+
+LINE = "First Citizen:\nWe know't, we know't!  O'er the well-beloved--hill; 'tis DONE."
+
+
+def test_normalisation_is_the_recipes():
+    words = split_words(word_tokenizer(), LINE)
+    assert words == ["first", "citizen", "we", "know't", "we", "know't", "o'er", "the", "well-beloved--hill", "'tis", "done"]
+    kept = split_words(word_tokenizer(keep_punctuation=True), LINE)
+    assert kept[:5] == ["first", "citizen", ":", "we", "know't"]
+    assert kept[-4:] == [";", "'tis", "done", "."] and "!" in kept and "," in kept
+
+
+def corpus(tmp_path, train_words, held_out_words, name="corpus.txt"):
+    """A text whose 90/5/5 split puts ``train_words`` in training and ``held_out_words`` (an even
+    count) half in validation, half in test."""
+    assert len(held_out_words) * 9 == len(train_words)
+    path = tmp_path / name
+    path.write_text(" ".join(train_words) + "\n" + " ".join(held_out_words) + "\n")
+    return path
+
+
+def test_vocabulary_min_count_unknown_and_train_only(tmp_path):
+    filler = [f"w{i}" for i in range(349)]  # each seen once
+    train = ["alpha"] * 6 + ["beta"] * 5 + filler  # 360 words
+    held_out = ["zeta", "Alpha"] * 20  # 40 words: zeta is frequent, but only outside training
+    path = corpus(tmp_path, train, held_out)
+    data = TextDataModule(path=str(path), min_count=6, batch_size=2, seq_len=5)
+    data.setup("fit")
+    vocab = data.tokenizer.get_vocab()
+    assert vocab[UNKNOWN] == 0 and vocab["alpha"] == 1  # <unk> first, then by frequency
+    assert "beta" not in vocab and "zeta" not in vocab and "w0" not in vocab
+    assert data.vocab_size == 2
+    assert data.tokenizer.encode("Alpha beta zeta unheard-of").ids == [1, 0, 0, 0]
+    assert [len(s) for s in data.splits.values()] == [360, 20, 20]
+    assert set(data.splits["val"].tolist()) == {0, 1}  # zeta -> <unk> although it occurs 40 times
+
+    looser = TextDataModule(path=str(path), min_count=5, batch_size=2, seq_len=5)
+    looser.setup("fit")
+    assert "beta" in looser.tokenizer.get_vocab() and looser.vocab_size == 3
+    everything = TextDataModule(path=str(path), min_count=1, batch_size=2, seq_len=5)
+    everything.setup("fit")
+    assert everything.vocab_size == 1 + 2 + 349 and "zeta" not in everything.tokenizer.get_vocab()
+
+
+def test_windows_are_shifted_contiguous_streams():
+    ids = np.arange(103)
+    windows = StreamWindows(ids, batch_size=4, seq_len=5)
+    # 4 streams of 25 tokens (the last 3 tokens dropped); 24 targets per stream -> windows of 5,5,5,5,4
+    assert len(windows) == 5
+    xs, ys = zip(*(windows[k] for k in range(len(windows))))
+    assert [x.shape for x in xs] == [(4, 5)] * 4 + [(4, 4)] and all(x.shape == y.shape for x, y in zip(xs, ys))
+    assert xs[0].dtype == torch.long
+    x, y = torch.cat(xs, dim=1), torch.cat(ys, dim=1)
+    streams = torch.arange(100).view(4, 25)
+    assert torch.equal(x, streams[:, :-1]) and torch.equal(y, streams[:, 1:])  # y = x shifted by one
+    assert torch.equal(xs[1][:, 0], ys[0][:, -1])  # row b of window k+1 continues row b of window k
+    assert torch.equal(y[:, -1], torch.tensor([24, 49, 74, 99]))  # no wrap-around into the next stream
+    with pytest.raises(IndexError):
+        windows[5]
+
+
+def test_shakespeare_splits_do_not_overlap():
+    data = TextDataModule(path=str(SHAKESPEARE), batch_size=100, seq_len=50)
+    data.setup("fit")
+    words = split_words(data.tokenizer, SHAKESPEARE.read_text())
+    ids = np.array(data.tokenizer.encode(words, is_pretokenized=True).ids)
+    train, val, test = (data.splits[s] for s in ("train", "val", "test"))
+    assert len(words) == 203_127 and (len(train), len(val), len(test)) == (182_815, 10_156, 10_156)
+    assert data.vocab_size == 2_610  # the words seen more than 5 times in training, and <unk>
+    np.testing.assert_array_equal(np.concatenate([train, val, test]), ids)  # consecutive, disjoint ranges
+    # each split's batches read its own positions only: stream b of val is val[b·n : (b+1)·n]
+    for split, start in (("train", 0), ("val", len(train)), ("test", len(train) + len(val))):
+        streams = data.windows(split).streams
+        np.testing.assert_array_equal(streams.flatten().numpy(), ids[start : start + streams.numel()])
+    x, y = next(iter(data.val_dataloader()))
+    assert x.shape == (100, 50) and torch.equal(x[0], torch.as_tensor(val[:50]))
+    assert len(data.train_dataloader()) == 37  # ceil((1828 - 1) / 50) windows per epoch
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_download_is_verified_and_atomic(tmp_path):
+    payload = b"to be or not to be\n" * 50
+    source = tmp_path / "remote" / "input.txt"
+    source.parent.mkdir()
+    source.write_bytes(payload)
+    cache = tmp_path / "cache"
+
+    with pytest.raises(ConfigError, match="data.sha256"):
+        download(source.as_uri(), sha256(b"something else"), cache / "input.txt")
+    assert list(cache.iterdir()) == []  # neither the file nor a partial one
+    with pytest.raises(ConfigError, match="data.url"):
+        download((tmp_path / "missing.txt").as_uri(), sha256(payload), cache / "input.txt")
+    assert list(cache.iterdir()) == []
+
+    data = TextDataModule(path=None, url=source.as_uri(), sha256=sha256(payload), cache_dir=str(cache),
+                          min_count=1, batch_size=2, seq_len=5)
+    data.prepare_data()
+    assert [p.name for p in cache.iterdir()] == ["input.txt"] and (cache / "input.txt").read_bytes() == payload
+    source.unlink()  # downloaded once: the next run reads the cache
+    data.prepare_data()
+    data.setup("fit")
+    assert data.source == cache / "input.txt" and data.tokenizer.encode("to be").ids == data.tokenizer.encode("TO BE").ids
+
+    wrong = TextDataModule(path=None, url=(tmp_path / "x.txt").as_uri(), sha256=sha256(b"x"), cache_dir=str(cache / "2"))
+    (tmp_path / "x.txt").write_bytes(b"y")
+    with pytest.raises(ConfigError, match="data.sha256"):
+        wrong.prepare_data()
+    assert not (cache / "2" / "x.txt").exists()
+
+
+def test_local_file_is_preferred_and_checked(tmp_path):
+    local = tmp_path / "local.txt"
+    local.write_text("a b " * 200)
+    data = TextDataModule(path=str(local), url="file:///nowhere/input.txt", sha256=sha256(local.read_bytes()),
+                          cache_dir=str(tmp_path / "cache"), min_count=1, batch_size=2, seq_len=5)
+    data.prepare_data()  # the file is there: nothing to download
+    data.setup("fit")
+    assert data.source == local and not (tmp_path / "cache").exists()
+    bad = TextDataModule(path=str(local), url="file:///nowhere/input.txt", sha256="0" * 64, min_count=1, batch_size=2)
+    with pytest.raises(ConfigError, match="data.sha256"):
+        bad.setup("fit")
+
+
+@pytest.mark.parametrize("kwargs, key", [
+    (dict(path=None), "data.path"),
+    (dict(path="no/such/file.txt"), "data.path"),
+    (dict(url="https://example.org/x.txt"), "data.sha256"),
+    (dict(url="https://example.org/x.txt", sha256="abc"), "data.sha256"),
+    (dict(batch_size=0), "data.batch_size"),
+    (dict(seq_len=0), "data.seq_len"),
+    (dict(min_count=0), "data.min_count"),
+    (dict(val_fraction=0.0), "data.val_fraction"),
+])
+def test_bad_config_names_the_key(kwargs, key):
+    with pytest.raises(ConfigError, match=key):
+        TextDataModule(**{"path": str(SHAKESPEARE), **kwargs})
+
+
+def test_batch_too_large_for_a_split(tmp_path):
+    data = TextDataModule(path=str(corpus(tmp_path, ["a"] * 360, ["b"] * 40)), min_count=1, batch_size=15)
+    with pytest.raises(ConfigError, match="data.batch_size"):
+        data.setup("fit")
