@@ -42,7 +42,7 @@ CONFIGS = ROOT / "configs"
 # "Parity with TensorFlow".
 TOLERANCE = {"float64": 1e-6, "float32": 2e-2}
 # Without --steps, a comparison follows the config's own budget up to these many steps: all of it for
-# sine and adding (500), the first 500 of adding_solve's 15,000. For the language models, 50 steps:
+# sine and adding (500), the first 500 of adding_solve's 8,000. For the language models, 50 steps:
 # their float64 steps take 1-3 s each on this CPU, so even one full epoch of the multi-layer model
 # would take most of 5 minutes; 50 crosses the state reset at the start of the second epoch (an
 # epoch of the shakespeare configs is 38 windows).
