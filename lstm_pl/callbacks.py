@@ -4,6 +4,7 @@ into the run's log folder when fit ends."""
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
@@ -30,6 +31,18 @@ def save_figure(trainer: pl.Trainer, figure: plt.Figure, name: str) -> Path:
             logger.experiment.add_figure(name, figure, global_step=trainer.global_step)
     plt.close(figure)
     return path
+
+
+@contextmanager
+def evaluating(module: torch.nn.Module):
+    """Eval mode without gradients for the block; the module's mode is restored after it."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        module.train(was_training)
 
 
 class LossCurves(pl.Callback):
@@ -90,13 +103,10 @@ class SineWaveform(pl.Callback):
         if not trainer.is_global_zero:
             return
         data = trainer.datamodule
-        was_training = pl_module.training
-        pl_module.eval()
-        with torch.no_grad():
+        with evaluating(pl_module):
             x = torch.tensor(data.x, dtype=pl_module.dtype, device=pl_module.device)
             one_step = pl_module(x)[:, 0].cpu().numpy()
-        long_term, mse = self.closed_loop(trainer, pl_module)
-        pl_module.train(was_training)
+            long_term, mse = self.closed_loop(trainer, pl_module)
         t = np.arange(data.length)
         figure, ax = plt.subplots(figsize=(9, 4))
         ax.plot(t, data.series, color="0.6", lw=1, label="noisy wave (data)")
@@ -116,11 +126,8 @@ class PredictionScatter(pl.Callback):
         if not trainer.is_global_zero:
             return
         data = trainer.datamodule
-        was_training = pl_module.training
-        pl_module.eval()
-        with torch.no_grad():
+        with evaluating(pl_module):
             predictions = torch.cat([pl_module(x.to(pl_module.device)) for x, _ in data.val_dataloader()]).cpu()
-        pl_module.train(was_training)
         targets = data.val_set.tensors[1]
         figure, ax = plt.subplots(figsize=(5, 5))
         ax.scatter(targets[:, 0], predictions[:, 0], s=4, alpha=0.5)
