@@ -14,6 +14,20 @@ from .errors import ConfigError
 from .models import Init, SequenceRegressor, WordLanguageModel
 
 
+def check_cell(cell: str) -> None:
+    """Raise ``ConfigError`` naming ``model.cell`` unless it is one of ``CELLS``."""
+    if cell not in CELLS:
+        raise ConfigError(f"model.cell: unknown cell {cell!r}; choose one of {', '.join(CELLS)}")
+
+
+def adam(module: pl.LightningModule) -> torch.optim.Adam:
+    """Adam over the trainable parameters (TF1 init freezes nn.LSTM's second bias), lr, betas and
+    eps from the module's hyperparameters."""
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    h = module.hparams
+    return torch.optim.Adam(trainable, lr=h.lr, betas=tuple(h.betas), eps=h.eps)
+
+
 def check_positive(**values: float) -> None:
     """Raise ``ConfigError`` naming the first key whose value is not positive."""
     for key, value in values.items():
@@ -34,8 +48,7 @@ class RegressionTask(pl.LightningModule):
                  eps: float = 1e-8, chrono_t_max: float | None = None, baseline: float | None = None,
                  tolerance: float | None = None):
         super().__init__()
-        if cell not in CELLS:
-            raise ConfigError(f"model.cell: unknown cell {cell!r}; choose one of {', '.join(CELLS)}")
+        check_cell(cell)
         check_positive(input_size=input_size, output_size=output_size, hidden_size=hidden_size,
                        num_layers=num_layers, lr=lr, eps=eps)
         if chrono_t_max is not None and (chrono_t_max <= 2 or cell in ("rnn", "lstm_cec")):
@@ -89,8 +102,7 @@ class RegressionTask(pl.LightningModule):
         return self(batch[0])
 
     def configure_optimizers(self):
-        trainable = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.Adam(trainable, lr=self.hparams.lr, betas=tuple(self.hparams.betas), eps=self.hparams.eps)
+        return adam(self)
 
 
 def detach_state(state):
@@ -125,8 +137,7 @@ class LanguageModelTask(pl.LightningModule):
                  init: Init = "tf1", stateful: bool = True, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         super().__init__()
-        if cell not in CELLS:
-            raise ConfigError(f"model.cell: unknown cell {cell!r}; choose one of {', '.join(CELLS)}")
+        check_cell(cell)
         check_positive(embedding_size=embedding_size, hidden_size=hidden_size, num_layers=num_layers, lr=lr, eps=eps)
         if vocab_size is not None:
             check_positive(vocab_size=vocab_size)
@@ -210,5 +221,4 @@ class LanguageModelTask(pl.LightningModule):
         self._evaluate(batch, "test")
 
     def configure_optimizers(self):
-        trainable = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.Adam(trainable, lr=self.hparams.lr, betas=tuple(self.hparams.betas), eps=self.hparams.eps)
+        return adam(self)
