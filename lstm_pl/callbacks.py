@@ -1,35 +1,34 @@
-"""The original's plots as Lightning callbacks: each figure goes to TensorBoard and, as a PNG,
-into the run's log folder when fit ends."""
+"""The original's plots, and the run's tokenizer file, as Lightning callbacks. Each figure goes to
+TensorBoard and, as a PNG, into the run's log folder when fit ends (rank 0 only)."""
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from matplotlib.figure import Figure
+from pytorch_lightning.loggers import TensorBoardLogger
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytorch_lightning as pl  # noqa: E402
-import torch  # noqa: E402
-from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
+from .files import atomic_write
+from .models import closed_loop
 
 
-def save_figure(trainer: pl.Trainer, figure: plt.Figure, name: str) -> Path:
-    """Write ``figure`` as ``<log_dir>/<name>.png`` (via a temporary file, so a crash never leaves
-    half a PNG) and add it to TensorBoard; returns the PNG's path."""
-    folder = Path(trainer.log_dir or trainer.default_root_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.png"
-    partial = path.with_suffix(".png.partial")
-    figure.savefig(partial, format="png", dpi=110, bbox_inches="tight")
-    os.replace(partial, path)
+def run_folder(trainer: pl.Trainer) -> Path:
+    """Where a run's files go: the logger's version folder (``runs/<name>/version_<n>``)."""
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+def save_figure(trainer: pl.Trainer, figure: Figure, name: str) -> Path:
+    """Write ``figure`` as ``<run folder>/<name>.png`` (atomically) and add it to TensorBoard."""
+    path = run_folder(trainer) / f"{name}.png"
+    with atomic_write(path) as partial:
+        figure.savefig(partial, format="png", dpi=110, bbox_inches="tight")
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_figure(name, figure, global_step=trainer.global_step)
-    plt.close(figure)
+            logger.experiment.add_figure(name, figure, global_step=trainer.global_step, close=False)
     return path
 
 
@@ -46,29 +45,33 @@ def evaluating(module: torch.nn.Module):
 
 
 class LossCurves(pl.Callback):
-    """The loss curves: the epoch mean of ``train_key`` and the value of ``val_key`` per epoch."""
+    """The loss curves against the optimizer step: ``train_key``'s loss every
+    ``log_every_n_steps`` steps (kept as tensors: no host sync in the training loop) and
+    ``val_key`` at every validation."""
 
-    def __init__(self, train_key: str = "train/loss_epoch", val_key: str = "val/loss", log_scale: bool = True):
-        self.train_key, self.val_key, self.log_scale = train_key, val_key, log_scale
-        self.train: list[tuple[int, float]] = []
-        self.val: list[tuple[int, float]] = []
+    def __init__(self, val_key: str = "val/loss", log_scale: bool = True):
+        self.val_key, self.log_scale = val_key, log_scale
+        self.train: list[tuple[int, torch.Tensor]] = []
+        self.val: list[tuple[int, torch.Tensor]] = []
 
-    def on_train_epoch_end(self, trainer, pl_module):
-        if self.train_key in trainer.callback_metrics:
-            self.train.append((trainer.current_epoch + 1, trainer.callback_metrics[self.train_key].item()))
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step % trainer.log_every_n_steps == 0:
+            self.train.append((trainer.global_step, outputs["loss"].detach()))
 
     def on_validation_epoch_end(self, trainer, pl_module):
         if not trainer.sanity_checking and self.val_key in trainer.callback_metrics:
-            self.val.append((trainer.current_epoch + 1, trainer.callback_metrics[self.val_key].item()))
+            self.val.append((trainer.global_step, trainer.callback_metrics[self.val_key].detach()))
 
     def on_fit_end(self, trainer, pl_module):
         if not trainer.is_global_zero or not (self.train or self.val):
             return
-        figure, ax = plt.subplots(figsize=(7, 4))
-        for points, label in ((self.train, self.train_key), (self.val, self.val_key)):
+        figure = Figure(figsize=(7, 4))
+        ax = figure.subplots()
+        for points, label in ((self.train, "train/loss"), (self.val, self.val_key)):
             if points:
-                ax.plot(*zip(*points), label=label)
-        ax.set(xlabel="epoch", ylabel="loss", yscale="log" if self.log_scale else "linear", title="Loss curves")
+                steps, values = zip(*points)
+                ax.plot(steps, torch.stack(values).float().cpu().numpy(), label=label)
+        ax.set(xlabel="step", ylabel="loss", yscale="log" if self.log_scale else "linear", title="Loss curves")
         ax.legend()
         save_figure(trainer, figure, "loss_curves")
 
@@ -77,24 +80,23 @@ class SineWaveform(pl.Callback):
     """The sine task's waveform: noisy and clean wave, one-step-ahead predictions, and the
     long-term (closed-loop) prediction from the first window to the end of the series.
 
-    Logs ``val/closed_loop_mse`` (closed loop against the clean wave) every ``every_n_epochs``
-    validations and at the end of fit.
+    Logs ``val/closed_loop_mse`` (closed loop against the clean wave) at the validations of every
+    ``every_n_steps``-th step and of the last step. Reads the data's ``waveform``.
     """
 
-    def __init__(self, every_n_epochs: int = 50):
-        self.every_n_epochs = every_n_epochs
+    def __init__(self, every_n_steps: int = 50):
+        self.every_n_steps = every_n_steps
 
     @staticmethod
     def closed_loop(trainer, pl_module) -> tuple[np.ndarray, float]:
-        data = trainer.datamodule
-        first = torch.tensor(data.series[: data.window, None], dtype=pl_module.dtype, device=pl_module.device)
-        predicted = pl_module.net.closed_loop(first, steps=data.length - data.window).cpu().numpy()
-        return predicted, float(np.mean((predicted - data.clean[data.window :]) ** 2))
+        wave = trainer.datamodule.waveform
+        first = torch.tensor(wave.noisy[: wave.window, None], dtype=pl_module.dtype, device=pl_module.device)
+        predicted = closed_loop(pl_module, first, steps=len(wave.noisy) - wave.window).cpu().numpy()
+        return predicted, float(np.mean((predicted - wave.clean[wave.window :]) ** 2))
 
     def on_validation_epoch_end(self, trainer, pl_module):
-        epoch = trainer.current_epoch + 1
-        last = trainer.max_epochs is not None and epoch == trainer.max_epochs
-        if trainer.sanity_checking or not (epoch % self.every_n_epochs == 0 or last):
+        step = trainer.global_step
+        if trainer.sanity_checking or not (step % self.every_n_steps == 0 or step == trainer.max_steps):
             return
         _, mse = self.closed_loop(trainer, pl_module)
         pl_module.log("val/closed_loop_mse", mse)
@@ -102,18 +104,20 @@ class SineWaveform(pl.Callback):
     def on_fit_end(self, trainer, pl_module):
         if not trainer.is_global_zero:
             return
-        data = trainer.datamodule
+        wave = trainer.datamodule.waveform
+        windows = np.lib.stride_tricks.sliding_window_view(wave.noisy[:-1], wave.window)[..., None]
         with evaluating(pl_module):
-            x = torch.tensor(data.x, dtype=pl_module.dtype, device=pl_module.device)
+            x = torch.tensor(windows, dtype=pl_module.dtype, device=pl_module.device)
             one_step = pl_module(x)[:, 0].cpu().numpy()
             long_term, mse = self.closed_loop(trainer, pl_module)
-        t = np.arange(data.length)
-        figure, ax = plt.subplots(figsize=(9, 4))
-        ax.plot(t, data.series, color="0.6", lw=1, label="noisy wave (data)")
-        ax.plot(t, data.clean, "k--", lw=1, label="clean wave")
-        ax.plot(t[data.window :], one_step, color="tab:blue", lw=1.2, label="one-step prediction")
-        ax.plot(t[data.window :], long_term, color="tab:red", lw=1.5, label=f"long-term prediction (MSE {mse:.4f})")
-        ax.axvline(data.window - 0.5, color="0.8", lw=0.8)
+        t = np.arange(len(wave.noisy))
+        figure = Figure(figsize=(9, 4))
+        ax = figure.subplots()
+        ax.plot(t, wave.noisy, color="0.6", lw=1, label="noisy wave (data)")
+        ax.plot(t, wave.clean, "k--", lw=1, label="clean wave")
+        ax.plot(t[wave.window :], one_step, color="tab:blue", lw=1.2, label="one-step prediction")
+        ax.plot(t[wave.window :], long_term, color="tab:red", lw=1.5, label=f"long-term prediction (MSE {mse:.4f})")
+        ax.axvline(wave.window - 0.5, color="0.8", lw=0.8)
         ax.set(xlabel="t", ylabel="f(t)", title="Sine wave: one-step and closed-loop predictions")
         ax.legend(loc="lower left", fontsize=8)
         save_figure(trainer, figure, "waveform")
@@ -125,13 +129,25 @@ class PredictionScatter(pl.Callback):
     def on_fit_end(self, trainer, pl_module):
         if not trainer.is_global_zero:
             return
-        data = trainer.datamodule
+        predictions, targets = [], []
         with evaluating(pl_module):
-            predictions = torch.cat([pl_module(x.to(pl_module.device)) for x, _ in data.val_dataloader()]).cpu()
-        targets = data.val_set.tensors[1]
-        figure, ax = plt.subplots(figsize=(5, 5))
+            for x, y in trainer.datamodule.val_dataloader():
+                predictions.append(pl_module(x.to(pl_module.device)).cpu())
+                targets.append(y)
+        predictions, targets = torch.cat(predictions), torch.cat(targets)
+        figure = Figure(figsize=(5, 5))
+        ax = figure.subplots()
         ax.scatter(targets[:, 0], predictions[:, 0], s=4, alpha=0.5)
         ax.plot([0, 2], [0, 2], "k--", lw=1)
         mse = float(torch.mean((predictions - targets) ** 2))
         ax.set(xlabel="target", ylabel="prediction", title=f"Validation predictions (MSE {mse:.4f})")
         save_figure(trainer, figure, "predictions")
+
+
+class SaveTokenizer(pl.Callback):
+    """Writes the data's tokenizer as ``<run folder>/tokenizer.json`` when fit starts, so that
+    ``python -m lstm_pl.generate`` finds it beside the run's checkpoints."""
+
+    def on_fit_start(self, trainer, pl_module):
+        if trainer.is_global_zero:
+            trainer.datamodule.save_tokenizer(run_folder(trainer))

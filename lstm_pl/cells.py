@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 Cell = Literal["rnn", "lstm", "lstm_peephole", "lstm_cec"]
 CELLS: tuple[str, ...] = Cell.__args__  # type: ignore[attr-defined]
+WITH_FORGET_GATE: tuple[str, ...] = ("lstm", "lstm_peephole")  # rnn has no gates, lstm_cec no forget gate
 
 State = Tensor | tuple[Tensor, Tensor]
 
@@ -156,7 +157,7 @@ class LSTMLayer(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, forget_gate: bool = True, peephole: bool = False):
         super().__init__()
         self.input_size, self.hidden_size = input_size, hidden_size
-        self.forget_gate, self.has_peephole = forget_gate, peephole
+        self.forget_gate = forget_gate
         gates = 4 if forget_gate else 3
         self.weight_ih = nn.Parameter(torch.empty(gates * hidden_size, input_size))
         self.weight_hh = nn.Parameter(torch.empty(gates * hidden_size, hidden_size))
@@ -213,7 +214,7 @@ def make_recurrent(cell: str, input_size: int, hidden_size: int, num_layers: int
         return StackedLSTM(input_size, hidden_size, peephole=True, **common)
     if cell == "lstm_cec":
         return StackedLSTM(input_size, hidden_size, forget_gate=False, **common)
-    raise ValueError(f"cell: unknown cell {cell!r}; choose one of {', '.join(CELLS)}")
+    raise ValueError(f"unknown cell {cell!r}; choose one of {', '.join(CELLS)}")
 
 
 def recurrent_layers(rnn: nn.Module) -> list[dict[str, Tensor | None]]:
@@ -240,10 +241,10 @@ def init_tf1_(rnn: nn.Module, forget_bias: float = 1.0) -> None:
     TF1 keeps one kernel per layer over the stacked input [x; h], shape (F + H, G·H), drawn
     glorot-uniform: U(-a, a) with a = √(6 / (F + H + G·H)). Its bias is zero and the forget
     gate gets a constant ``forget_bias`` added at run time; a trainable bias started at that
-    constant trains identically, so the forget block starts at ``forget_bias``. TF has one bias
-    per gate where ``nn.LSTM`` has two (b_ih + b_hh, each moved by Adam): ``bias_hh`` is zeroed
-    and frozen so the sum trains like TF's single bias. Peephole diagonals (shape (H,)) are
-    glorot-uniform too, as TF1 draws them: a = √(6 / (H + H)).
+    constant trains identically, so the forget block starts at ``forget_bias``. The library
+    layers' second bias (``bias_hh``) starts at zero, so that the sum is TF's bias (whether it
+    trains is ``single_bias_``'s business). Peephole diagonals (shape (H,)) are glorot-uniform
+    too, as TF1 draws them: a = √(6 / (H + H)).
     """
     for layer in recurrent_layers(rnn):
         w_ih, w_hh = layer["weight_ih"], layer["weight_hh"]
@@ -259,20 +260,29 @@ def init_tf1_(rnn: nn.Module, forget_bias: float = 1.0) -> None:
             bias[start : start + hidden] = forget_bias
         if layer["bias_hh"] is not None:
             layer["bias_hh"].zero_()
-            layer["bias_hh"].requires_grad_(False)
         if layer["peephole"] is not None:
             hidden = layer["peephole"].shape[1]
             nn.init.uniform_(layer["peephole"], -math.sqrt(3.0 / hidden), math.sqrt(3.0 / hidden))
 
 
 @torch.no_grad()
+def single_bias_(rnn: nn.Module) -> None:
+    """One trainable bias per gate, as TensorFlow has: ``nn.LSTM`` / ``nn.RNN`` add two
+    (b_ih + b_hh), and Adam would move each by its own step, so ``bias_hh`` is zeroed and frozen
+    and ``bias_ih`` alone trains. (The hand-written cells have one bias already.)"""
+    for layer in recurrent_layers(rnn):
+        if layer["bias_hh"] is not None:
+            layer["bias_hh"].zero_()
+            layer["bias_hh"].requires_grad_(False)
+
+
+@torch.no_grad()
 def init_chrono_(rnn: nn.Module, t_max: float) -> None:
     """Chrono initialisation of the gate biases (Tallec & Ollivier 2018): b_f = log U(1, T_max - 1),
     b_i = -b_f, so that forget gates start with characteristic memory times spread up to T_max
-    steps instead of all near 1/(1 - σ(1)) ≈ 4 (and input gates open in proportion)."""
+    steps instead of all near 1/(1 - σ(1)) ≈ 4 (and input gates open in proportion). Needs a
+    cell with a forget gate (``WITH_FORGET_GATE``)."""
     for layer in recurrent_layers(rnn):
-        if "f" not in layer["gates"]:
-            raise ValueError("chrono initialisation needs a cell with a forget gate")
         hidden = layer["bias"].shape[0] // len(layer["gates"])
         b_f = torch.log(torch.empty(hidden, dtype=layer["bias"].dtype).uniform_(1.0, t_max - 1.0))
         bias = layer["bias"].view(len(layer["gates"]), hidden)

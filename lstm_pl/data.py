@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+from jsonargparse.typing import OpenUnitInterval, PositiveInt
+from torch.utils.data import DataLoader, RandomSampler, Sampler, TensorDataset
 
 from .errors import ConfigError
 
@@ -60,27 +63,33 @@ def adding_problem(t: int = 250, n_sequence: int = 10_000, seed: int = 12) -> tu
     return x, y
 
 
+class WithReplacement(Sampler[int]):
+    """An endless stream of indices drawn uniformly from ``range(n)`` with replacement, ``chunk``
+    at a time from ``generator`` (the original's loop: every step a random batch). Training is
+    then counted in optimizer steps (``trainer.max_steps``), as the original counted them."""
+
+    def __init__(self, n: int, chunk: int, generator: torch.Generator):
+        self.n, self.chunk, self.generator = n, chunk, generator
+
+    def __iter__(self) -> Iterator[int]:
+        while True:
+            yield from torch.randint(high=self.n, size=(self.chunk,), generator=self.generator).tolist()
+
+
 class ArrayDataModule(pl.LightningDataModule, abc.ABC):
     """In-memory sequences split 90/10 the original's way; subclasses only make the arrays.
 
-    Training batches: with ``samples_per_epoch`` set, each epoch draws that many sequences from
-    the training split *with replacement* (the original's loop: every step a random batch),
-    from a generator seeded by ``sampling_seed``; with ``samples_per_epoch: null``, ordinary
-    epochs, each a shuffled pass over the training split.
+    Training batches: with ``replacement`` (the original's way), an endless stream of batches
+    drawn with replacement from the training split by a generator seeded with ``sampling_seed``,
+    so the budget is ``trainer.max_steps``; without, ordinary epochs, each a shuffled pass.
     """
 
-    input_size: int
+    input_size: int  # features per time step: the model's input_size (linked by the CLI)
 
-    def __init__(self, batch_size: int = 10, samples_per_epoch: int | None = 10, val_size: float = 0.1,
+    def __init__(self, batch_size: PositiveInt = 10, replacement: bool = True, val_size: OpenUnitInterval = 0.1,
                  split_seed: int = 1, sampling_seed: int = 0, num_workers: int = 0):
         super().__init__()
-        if batch_size <= 0:
-            raise ConfigError(f"data.batch_size must be positive, got {batch_size}")
-        if samples_per_epoch is not None and samples_per_epoch <= 0:
-            raise ConfigError(f"data.samples_per_epoch must be positive or null, got {samples_per_epoch}")
-        if not 0.0 < val_size < 1.0:
-            raise ConfigError(f"data.val_size must lie in (0, 1), got {val_size}")
-        self.batch_size, self.samples_per_epoch = batch_size, samples_per_epoch
+        self.batch_size, self.replacement = batch_size, replacement
         self.val_size, self.split_seed, self.sampling_seed = val_size, split_seed, sampling_seed
         self.num_workers = num_workers
         self.x: np.ndarray | None = None
@@ -100,11 +109,10 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.sampling_seed)
-        if self.samples_per_epoch is None:
-            sampler = RandomSampler(self.train_set, generator=generator)
+        if self.replacement:
+            sampler = WithReplacement(len(self.train_set), self.batch_size, generator)
         else:
-            sampler = RandomSampler(self.train_set, replacement=True, num_samples=self.samples_per_epoch,
-                                    generator=generator)
+            sampler = RandomSampler(self.train_set, generator=generator)
         return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
@@ -117,25 +125,36 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
                           batch_size=max(self.batch_size, 256))
 
 
+@dataclass(frozen=True)
+class Waveform:
+    """What the sine figure draws: the noisy series the model reads, the clean wave, and the
+    window length (the first prediction is for t = window)."""
+
+    noisy: np.ndarray
+    clean: np.ndarray
+    window: int
+
+
 class SineDataModule(ArrayDataModule):
     """Exercise 1: windows of the noisy sine wave predict the next value (226 windows of 25)."""
 
     input_size = 1
 
-    def __init__(self, length: int = 251, period: float = 100.0, noise: float = 0.05, seed: int = 12,
-                 window: int = 25, **kwargs):
+    def __init__(self, length: PositiveInt = 251, period: float = 100.0, noise: float = 0.05, seed: int = 12,
+                 window: PositiveInt = 25, **kwargs):
         super().__init__(**kwargs)
-        if length <= 0:
-            raise ConfigError(f"data.length must be positive, got {length}")
-        if window <= 0:
-            raise ConfigError(f"data.window must be positive, got {window}")
         if window >= length:
-            raise ConfigError(f"data.window ({window}) must be shorter than the series (data.length = {length})")
+            raise ConfigError(f"data.init_args.window ({window}) must be shorter than the series "
+                              f"(data.init_args.length = {length})")
         self.length, self.period, self.noise, self.seed, self.window = length, period, noise, seed, window
         self.series, self.clean = noisy_sine(length, period, noise, seed)
 
     def make_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         return sliding_windows(self.series, self.window)
+
+    @property
+    def waveform(self) -> Waveform:
+        return Waveform(self.series, self.clean, self.window)
 
 
 class AddingDataModule(ArrayDataModule):
@@ -146,9 +165,9 @@ class AddingDataModule(ArrayDataModule):
     def __init__(self, t: int = 250, n_sequence: int = 10_000, seed: int = 12, **kwargs):
         super().__init__(**kwargs)
         if t < 2:
-            raise ConfigError(f"data.t must be at least 2 (two marked positions), got {t}")
-        if n_sequence <= 1:
-            raise ConfigError(f"data.n_sequence must be at least 2, got {n_sequence}")
+            raise ConfigError(f"data.init_args.t must be at least 2 (two marked positions), got {t}")
+        if n_sequence < 2:
+            raise ConfigError(f"data.init_args.n_sequence must be at least 2, got {n_sequence}")
         self.t, self.n_sequence, self.seed = t, n_sequence, seed
 
     def make_arrays(self) -> tuple[np.ndarray, np.ndarray]:

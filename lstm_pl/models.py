@@ -1,56 +1,121 @@
-"""The networks, as plain ``nn.Module``s; the LightningModules in ``tasks.py`` only train them."""
+"""The networks, as plain ``nn.Module``s, each built from one settings dataclass (its only home:
+the LightningModules in ``tasks.py``, the YAML configs and the checkpoints all go through it)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Optional
 
 import torch
+from jsonargparse.typing import ClosedUnitInterval, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 
-from .cells import init_chrono_, init_tf1_, make_recurrent
+from .cells import WITH_FORGET_GATE, Cell, init_chrono_, init_tf1_, make_recurrent, single_bias_
+from .errors import ConfigError
 
 Init = Literal["tf1", "torch"]
+
+
+@dataclass
+class RecurrentSettings:
+    """The recurrent stack: ``cell`` (see ``cells.py``), ``hidden_size`` units in each of
+    ``num_layers`` layers. ``init``: ``tf1`` draws the weights as the TensorFlow 1 original did,
+    ``torch`` keeps PyTorch's defaults. ``single_bias``: train one bias per gate, as TensorFlow
+    does (``cells.single_bias_``); false keeps ``nn.LSTM``'s two."""
+
+    cell: Cell = "lstm"
+    hidden_size: PositiveInt = 50
+    num_layers: PositiveInt = 1
+    init: Init = "tf1"
+    single_bias: bool = True
+
+
+@dataclass
+class RegressorSettings(RecurrentSettings):
+    """``SequenceRegressor``'s settings. ``input_size`` (features per step) comes from the data
+    through the CLI's link. ``chrono_t_max``: chrono initialisation of the gate biases for
+    dependencies up to that many steps (above 2; cells with a forget gate only)."""
+
+    input_size: PositiveInt = 1
+    output_size: PositiveInt = 1
+    chrono_t_max: Optional[PositiveFloat] = None
+
+    def __post_init__(self):
+        if self.chrono_t_max is not None and (self.chrono_t_max <= 2 or self.cell not in WITH_FORGET_GATE):
+            raise ConfigError(f"model.init_args.net.chrono_t_max needs a value above 2 and a cell with a forget gate "
+                              f"({', '.join(WITH_FORGET_GATE)}), got {self.chrono_t_max} with cell {self.cell!r}")
+
+
+@dataclass
+class LanguageModelSettings(RecurrentSettings):
+    """``WordLanguageModel``'s settings. ``vocab_size`` comes from the data through the CLI's link.
+    ``dropout`` on every non-recurrent connection; ``tie_weights`` shares the embedding and the
+    decoder (needs ``embedding_size == hidden_size``)."""
+
+    hidden_size: PositiveInt = 128
+    vocab_size: Optional[PositiveInt] = None
+    embedding_size: PositiveInt = 128
+    dropout: ClosedUnitInterval = 0.0
+    tie_weights: bool = False
+
+    def __post_init__(self):
+        if self.tie_weights and self.embedding_size != self.hidden_size:
+            raise ConfigError(f"model.init_args.net.tie_weights needs embedding_size == hidden_size, "
+                              f"got {self.embedding_size} and {self.hidden_size}")
+
+
+def recurrent_stack(settings: RecurrentSettings, input_size: int, dropout: float = 0.0) -> nn.Module:
+    """The recurrent stack ``settings`` describe, with PyTorch's default weights (see ``init_recurrent_``)."""
+    return make_recurrent(settings.cell, input_size, settings.hidden_size, settings.num_layers, dropout)
+
+
+def init_recurrent_(rnn: nn.Module, settings: RecurrentSettings) -> None:
+    """Draw the stack's weights as ``settings.init`` says and apply ``settings.single_bias``. Called
+    once every module of a network exists, so that the random draws come in a fixed order."""
+    if settings.init == "tf1":
+        init_tf1_(rnn)
+    if settings.single_bias:
+        single_bias_(rnn)
 
 
 class SequenceRegressor(nn.Module):
     """Many-to-one regression: a recurrent stack reads x (B, T, F); a linear head maps the last
     hidden state to the output, y = W h_T + b (B, output_size).
 
-    ``init="tf1"`` draws the weights as the TensorFlow 1 original did (``init_tf1_`` for the
-    recurrent stack; head weight truncated normal σ = 0.01, head bias standard normal);
-    ``init="torch"`` keeps PyTorch's defaults. ``chrono_t_max`` then redraws the input and forget
-    gate biases by chrono initialisation for dependencies up to that many steps (``init_chrono_``).
+    ``init="tf1"`` also draws the head as the original did: weight truncated normal σ = 0.01,
+    bias standard normal. ``chrono_t_max`` then redraws the input and forget gate biases.
     """
 
-    def __init__(self, input_size: int, output_size: int = 1, cell: str = "lstm", hidden_size: int = 50,
-                 num_layers: int = 1, init: Init = "tf1", chrono_t_max: float | None = None):
+    def __init__(self, settings: RegressorSettings):
         super().__init__()
-        self.rnn = make_recurrent(cell, input_size, hidden_size, num_layers)
-        self.head = nn.Linear(hidden_size, output_size)
-        if init == "tf1":
-            init_tf1_(self.rnn)
+        self.rnn = recurrent_stack(settings, settings.input_size)
+        self.head = nn.Linear(settings.hidden_size, settings.output_size)
+        init_recurrent_(self.rnn, settings)
+        if settings.init == "tf1":
             with torch.no_grad():
                 nn.init.trunc_normal_(self.head.weight, std=0.01, a=-0.02, b=0.02)  # tf.truncated_normal: ±2σ
                 nn.init.normal_(self.head.bias)
-        if chrono_t_max is not None:
-            init_chrono_(self.rnn, chrono_t_max)
+        if settings.chrono_t_max is not None:
+            init_chrono_(self.rnn, settings.chrono_t_max)
 
     def forward(self, x: Tensor) -> Tensor:
         outputs, _ = self.rnn(x)
         return self.head(outputs[:, -1])
 
-    @torch.no_grad()
-    def closed_loop(self, window: Tensor, steps: int) -> Tensor:
-        """Long-term prediction: from ``window`` (T, 1) predict one value, slide the window over
-        it, and repeat ``steps`` times, so every prediction after the first is made from the
-        model's own outputs, not from the data. Returns (steps,)."""
-        window = window.clone()
-        predictions = []
-        for _ in range(steps):
-            y = self(window[None])[0]  # (1,)
-            predictions.append(y)
-            window = torch.cat([window[1:], y[None]])
-        return torch.cat(predictions)
+
+@torch.no_grad()
+def closed_loop(predict: Callable[[Tensor], Tensor], window: Tensor, steps: int) -> Tensor:
+    """Long-term prediction: from ``window`` (T, 1) predict one value, slide the window over it,
+    and repeat ``steps`` times, so every prediction after the first is made from the model's own
+    outputs, not from the data. ``predict`` maps (1, T, 1) to (1, 1). Returns (steps,)."""
+    window = window.clone()
+    predictions = []
+    for _ in range(steps):
+        y = predict(window[None])[0]  # (1,)
+        predictions.append(y)
+        window = torch.cat([window[1:], y[None]])
+    return torch.cat(predictions)
 
 
 class WordLanguageModel(nn.Module):
@@ -60,30 +125,28 @@ class WordLanguageModel(nn.Module):
 
     ``dropout`` acts on every non-recurrent connection (Zaremba et al. 2014, as PyTorch's
     word_language_model): on the embeddings, between layers, and before the decoder.
-    ``tie_weights`` shares E and W (Press & Wolf 2017; needs embedding_size == hidden_size).
+    ``tie_weights`` shares E and W (Press & Wolf 2017).
 
     ``init="tf1"`` draws what the TensorFlow cookbook's graph drew: the recurrent stack by
-    ``init_tf1_`` (glorot-uniform kernels, forget bias 1.0, one bias per gate), the embedding and
-    the decoder weight from N(0, 1) (``tf.random_normal_initializer()``), the decoder bias zero;
-    ``init="torch"`` keeps PyTorch's defaults.
+    ``init_tf1_``, the embedding and the decoder weight from N(0, 1)
+    (``tf.random_normal_initializer()``), the decoder bias zero.
     """
 
-    def __init__(self, vocab_size: int, embedding_size: int = 128, cell: str = "lstm", hidden_size: int = 128,
-                 num_layers: int = 1, dropout: float = 0.0, tie_weights: bool = False, init: Init = "tf1"):
+    def __init__(self, settings: LanguageModelSettings):
         super().__init__()
-        self.embedding = nn.Embedding(vocab_size, embedding_size)
-        self.rnn = make_recurrent(cell, embedding_size, hidden_size, num_layers, dropout)
-        self.dropout = nn.Dropout(dropout)
-        self.decoder = nn.Linear(hidden_size, vocab_size)
-        if init == "tf1":
-            init_tf1_(self.rnn)
+        if settings.vocab_size is None:
+            raise ValueError("vocab_size is not set: give it, or let the CLI take it from the data (data.vocab_size)")
+        self.embedding = nn.Embedding(settings.vocab_size, settings.embedding_size)
+        self.rnn = recurrent_stack(settings, settings.embedding_size, settings.dropout)
+        self.dropout = nn.Dropout(settings.dropout)
+        self.decoder = nn.Linear(settings.hidden_size, settings.vocab_size)
+        init_recurrent_(self.rnn, settings)
+        if settings.init == "tf1":
             with torch.no_grad():
                 nn.init.normal_(self.embedding.weight)
                 nn.init.normal_(self.decoder.weight)
                 nn.init.zeros_(self.decoder.bias)
-        if tie_weights:
-            if embedding_size != hidden_size:
-                raise ValueError(f"tie_weights needs embedding_size == hidden_size, got {embedding_size} and {hidden_size}")
+        if settings.tie_weights:
             self.decoder.weight = self.embedding.weight
 
     def forward(self, tokens: Tensor, state: Tensor | tuple[Tensor, Tensor] | None = None):
@@ -114,4 +177,4 @@ class WordLanguageModel(nn.Module):
                 token = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator)
             chosen.append(token)
             logits, state = self(token.view(1, 1), state)
-        return torch.cat(chosen)
+        return torch.cat(chosen, dim=0) if chosen else prompt.new_empty(0)

@@ -11,10 +11,8 @@ time; the targets are the inputs shifted by one token. Row ``b`` of window ``k +
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import string
-import tempfile
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -24,10 +22,12 @@ import pytorch_lightning as pl
 import torch
 from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordLevel
+from jsonargparse.typing import PositiveInt
 from tokenizers.trainers import WordLevelTrainer
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import ConfigError
+from .files import atomic_write
 
 UNKNOWN = "<unk>"
 # The recipe's punctuation: string.punctuation except the hyphen and the apostrophe, which stay
@@ -114,27 +114,20 @@ def sha256_of(path: Path) -> str:
 
 
 def download(url: str, sha256: str, target: Path) -> Path:
-    """Fetch ``url`` into ``target``: streamed to a temporary file in the same folder, checked
-    against ``sha256``, then renamed into place, so ``target`` is either the verified file or
-    absent. Raises ``ConfigError`` naming ``data.url`` or ``data.sha256`` otherwise."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
-    partial = Path(name)
-    try:
+    """Fetch ``url`` into ``target`` (atomically), checked against ``sha256``: ``target`` is
+    either the verified file or absent. Raises ``ConfigError`` naming the key otherwise."""
+    with atomic_write(target) as partial:
         digest = hashlib.sha256()
         try:
-            with os.fdopen(handle, "wb") as file, urllib.request.urlopen(url, timeout=60) as response:
+            with open(partial, "wb") as file, urllib.request.urlopen(url, timeout=60) as response:
                 for block in iter(lambda: response.read(1 << 20), b""):
                     digest.update(block)
                     file.write(block)
         except (OSError, ValueError) as error:  # URLError and HTTPError are OSErrors; a bad URL, ValueError
-            raise ConfigError(f"data.url: download of {url} failed ({error}); nothing was kept") from error
+            raise ConfigError(f"data.init_args.url: download of {url} failed ({error}); nothing was kept") from error
         if digest.hexdigest() != sha256.lower():
-            raise ConfigError(f"data.sha256: {url} has SHA-256 {digest.hexdigest()}, expected {sha256}; "
+            raise ConfigError(f"data.init_args.sha256: {url} has SHA-256 {digest.hexdigest()}, expected {sha256}; "
                               f"nothing was kept")
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
     return target
 
 
@@ -146,27 +139,26 @@ class TextDataModule(pl.LightningDataModule):
     checked against it. The words are split by position, train / validation / test =
     (1 - val_fraction - test_fraction) / val_fraction / test_fraction; the vocabulary is learnt
     from the training split only (``min_count``, see ``fit_vocabulary``); batches are
-    ``StreamWindows``. The tokenizer goes into every checkpoint (``state_dict``) and is written as
-    ``tokenizer.json`` beside them when fit starts.
+    ``StreamWindows``. ``vocab_size`` (read by the CLI to size the model) prepares the data on
+    first use. The tokenizer goes into every checkpoint (``state_dict``); ``save_tokenizer``
+    writes it as a file (the ``SaveTokenizer`` callback, into the run folder).
     """
 
     def __init__(self, path: str | None = "../shared/data/tinyshakespeare.txt", url: str | None = None,
                  sha256: str | None = None, cache_dir: str = ".cache/data", keep_punctuation: bool = False,
-                 lowercase: bool = True, min_count: int = 6, batch_size: int = 100, seq_len: int = 50,
-                 val_fraction: float = 0.05, test_fraction: float = 0.05):
+                 lowercase: bool = True, min_count: PositiveInt = 6, batch_size: PositiveInt = 100,
+                 seq_len: PositiveInt = 50, val_fraction: float = 0.05, test_fraction: float = 0.05):
         super().__init__()
         if path is None and url is None:
-            raise ConfigError("data.path: give a corpus file (data.path) or a download (data.url + data.sha256)")
+            raise ConfigError("data.init_args.path: give a corpus file (path) or a download (url + sha256)")
         if url is not None and (sha256 is None or not re.fullmatch(r"[0-9a-fA-F]{64}", sha256)):
-            raise ConfigError(f"data.sha256 must be the 64 hex digits of the file at data.url, got {sha256!r}")
+            raise ConfigError(f"data.init_args.sha256 must be the 64 hex digits of the file at data.init_args.url, "
+                              f"got {sha256!r}")
         if path is not None and url is None and not Path(path).is_file():
-            raise ConfigError(f"data.path: no such file {path} (or give data.url + data.sha256 to download it)")
-        for key, value in dict(min_count=min_count, batch_size=batch_size, seq_len=seq_len).items():
-            if value < 1:
-                raise ConfigError(f"data.{key} must be at least 1, got {value}")
+            raise ConfigError(f"data.init_args.path: no such file {path} (or give url + sha256 to download it)")
         for key, value in dict(val_fraction=val_fraction, test_fraction=test_fraction).items():
             if not 0.0 < value < 0.5:
-                raise ConfigError(f"data.{key} must lie in (0, 0.5), got {value}")
+                raise ConfigError(f"data.init_args.{key} must lie in (0, 0.5), got {value}")
         self.path, self.url, self.sha256, self.cache_dir = path, url, sha256, Path(cache_dir)
         self.keep_punctuation, self.lowercase, self.min_count = keep_punctuation, lowercase, min_count
         self.batch_size, self.seq_len = batch_size, seq_len
@@ -191,7 +183,7 @@ class TextDataModule(pl.LightningDataModule):
         if not source.is_file():
             self.prepare_data()
         if self.sha256 is not None and (found := sha256_of(source)) != self.sha256.lower():
-            raise ConfigError(f"data.sha256: {source} has SHA-256 {found}, expected {self.sha256}")
+            raise ConfigError(f"data.init_args.sha256: {source} has SHA-256 {found}, expected {self.sha256}")
         tokenizer = word_tokenizer(self.keep_punctuation, self.lowercase)
         words = split_words(tokenizer, source.read_text(encoding="utf-8"))
         train_end, val_end = split_points(len(words), self.val_fraction, self.test_fraction)
@@ -200,12 +192,14 @@ class TextDataModule(pl.LightningDataModule):
         self.splits = {"train": ids[:train_end], "val": ids[train_end:val_end], "test": ids[val_end:]}
         for name, split in self.splits.items():
             if len(split) < 2 * self.batch_size:
-                raise ConfigError(f"data.batch_size ({self.batch_size}) is too large for the {name} split "
+                raise ConfigError(f"data.init_args.batch_size ({self.batch_size}) is too large for the {name} split "
                                   f"({len(split)} words): each of its streams needs at least 2")
         self.tokenizer = tokenizer
 
     @property
     def vocab_size(self) -> int:
+        """The vocabulary's size (``<unk>`` included): the model's input and output size."""
+        self.setup()
         return self.tokenizer.get_vocab_size()
 
     def windows(self, split: str) -> StreamWindows:
@@ -221,12 +215,10 @@ class TextDataModule(pl.LightningDataModule):
         return DataLoader(self.windows("test"), batch_size=None, shuffle=False)
 
     def save_tokenizer(self, folder: str | Path) -> Path:
-        """Write the tokenizer as ``folder/tokenizer.json`` (via a temporary file, never half-written)."""
+        """Write the tokenizer as ``folder/tokenizer.json`` (atomically)."""
         path = Path(folder) / TOKENIZER_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".json.partial")
-        partial.write_text(self.tokenizer.to_str(pretty=True), encoding="utf-8")
-        os.replace(partial, path)
+        with atomic_write(path) as partial:
+            partial.write_text(self.tokenizer.to_str(pretty=True), encoding="utf-8")
         return path
 
     def state_dict(self) -> dict[str, str]:
@@ -238,5 +230,5 @@ class TextDataModule(pl.LightningDataModule):
         if "tokenizer" in state and self.tokenizer is not None:
             saved = Tokenizer.from_str(state["tokenizer"]).get_vocab()
             if saved != self.tokenizer.get_vocab():
-                raise ConfigError(f"data: the checkpoint's vocabulary ({len(saved)} words) is not the one these "
+                raise ConfigError(f"data.init_args: the checkpoint's vocabulary ({len(saved)} words) is not the one these "
                                   f"data settings build ({self.vocab_size} words); use the settings it was trained with")

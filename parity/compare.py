@@ -20,7 +20,6 @@ import argparse
 import ctypes
 import json
 import logging
-import os
 import shutil
 import sys
 import time
@@ -29,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lstm_pl.cli import config_error
+from lstm_pl.cli import config_error, quiet_start
 from lstm_pl.errors import ConfigError
+from lstm_pl.files import atomic_write
 
 from . import pytorch_side
 
@@ -41,12 +41,7 @@ CONFIGS = ROOT / "configs"
 # over every task's default run, 3.4e-3 (adding_rnn, whose early steps amplify rounding); README,
 # "Parity with TensorFlow".
 TOLERANCE = {"float64": 1e-6, "float32": 2e-2}
-# Without --steps, a comparison follows the config's own budget up to these many steps: all of it for
-# sine and adding (500), the first 500 of adding_solve's 8,000. For the language models, 50 steps:
-# their float64 steps take 1-3 s each on this CPU, so even one full epoch of the multi-layer model
-# would take most of 5 minutes; 50 crosses the state reset at the start of the second epoch (an
-# epoch of the shakespeare configs is 38 windows).
-DEFAULT_STEPS = {"regression": 500, "language_model": 50}
+DEFAULT_STEPS = pytorch_side.DEFAULT_STEPS
 
 
 def relative(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -75,23 +70,14 @@ def compare_trajectories(pytorch: np.ndarray, tensorflow: np.ndarray, val_pytorc
     )
 
 
-def write_atomic(path: Path, write) -> None:
-    """Write ``path`` through a temporary file beside it, so it is either complete or absent."""
-    partial = path.with_name(path.name + ".partial")
-    write(partial)
-    os.replace(partial, path)
-
-
 def plot_overlay(report: dict, path: Path) -> None:
     """Both loss curves (log scale), and their absolute and relative difference (log scale)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     pt, tf = np.array(report["pytorch"]["losses"]), np.array(report["tensorflow"]["losses"])
     steps = np.arange(1, len(pt) + 1)
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True, gridspec_kw=dict(height_ratios=[3, 2]))
+    figure = Figure(figsize=(8, 6))
+    top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw=dict(height_ratios=[3, 2]))
     top.plot(steps, pt, lw=1.6, color="tab:orange", label=f"PyTorch (val {report['pytorch']['val_loss']:.6g})")
     top.plot(steps, tf, lw=1.0, ls="--", color="tab:blue", label=f"TensorFlow (val {report['tensorflow']['val_loss']:.6g})")
     top.set(yscale="log", ylabel="training loss",
@@ -104,8 +90,8 @@ def plot_overlay(report: dict, path: Path) -> None:
     bottom.set(yscale="log", xlabel="step", ylabel="difference")
     bottom.legend(fontsize=8, loc="upper left")
     figure.tight_layout()
-    write_atomic(path, lambda p: figure.savefig(p, format="png", dpi=110))
-    plt.close(figure)
+    with atomic_write(path) as partial:
+        figure.savefig(partial, format="png", dpi=110)
 
 
 def write_tensorboard(report: dict, folder: Path) -> None:
@@ -147,14 +133,9 @@ def compare(config: Path, dtype: str, steps: int | None, tolerance: float, folde
     start = time.perf_counter()
     if folder.exists():
         raise ConfigError(f"--out: {folder} exists already; choose another run folder")
-    budget_cap = steps is None
-    if budget_cap:
-        steps = DEFAULT_STEPS[pytorch_side.task_kind(str(config))]
     try:
-        recording = pytorch_side.record(str(config), dtype, steps, folder / "pytorch", list(overrides),
-                                        exact=not budget_cap, threads=threads)
-        replay = tensorflow_side.train(recording.spec, recording.weights, recording.batches, recording.epochs,
-                                       recording.val_batches, recording.optimizer, recording.clip, dtype)
+        recording = pytorch_side.record(str(config), dtype, steps, folder / "pytorch", list(overrides), threads=threads)
+        replay = tensorflow_side.train(recording, dtype)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)  # a refused or interrupted comparison leaves nothing behind
         raise
@@ -172,7 +153,8 @@ def compare(config: Path, dtype: str, steps: int | None, tolerance: float, folde
     report["verdict"] = verdict(report)
     write_tensorboard(report, folder)
     plot_overlay(report, folder / "overlay.png")
-    write_atomic(folder / "report.json", lambda p: p.write_text(json.dumps(report, indent=1) + "\n"))
+    with atomic_write(folder / "report.json") as partial:
+        partial.write_text(json.dumps(report, indent=1) + "\n")
     return report
 
 
@@ -225,12 +207,12 @@ def configs_for(args: argparse.Namespace) -> list[Path]:
     if args.config is not None:
         paths = [args.config]
     elif args.task == "all":
-        paths = sorted(CONFIGS.glob("*.yaml"))
+        paths = sorted(p for p in CONFIGS.glob("*.yaml") if p.stem != "base")
     else:
         paths = [CONFIGS / f"{args.task}.yaml"]
     for path in paths:
         if not path.is_file():
-            known = ", ".join(sorted(p.stem for p in CONFIGS.glob("*.yaml")))
+            known = ", ".join(sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem != "base"))
             raise ConfigError(f"no config {path} (tasks: {known}, or all)")
     return paths
 
@@ -257,6 +239,7 @@ def quiet() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args, overrides = parse_args(argv)
+    quiet_start()
     quiet()
     pin_mmap_threshold()
     tolerance = args.tolerance if args.tolerance is not None else TOLERANCE[args.dtype]
@@ -281,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         reports.append(report)
     if len(paths) > 1 and reports:
         summary = table(reports) + "".join(f"\n| {name} | refused: see the error above | | | | | | | |" for name in refused)
-        write_atomic(run / "summary.md", lambda p: p.write_text(summary + "\n"))
+        with atomic_write(run / "summary.md") as partial:
+            partial.write_text(summary + "\n")
         print(summary)
     if refused:
         return 2

@@ -1,60 +1,37 @@
 """The PyTorch side of the parity harness: an lstm_pl run built from its YAML exactly as
-``python -m lstm_pl fit`` builds it (LightningCLI: the same DataModule, LightningModule, optimizer
-and Trainer clipping), trained by the Trainer, and recorded step by step for TensorFlow to replay:
-the initial weights, every batch as the model received it, every step's loss, and the final
-validation loss with its batches."""
+``python -m lstm_pl fit`` builds it (LightningCLI: the same DataModule, LightningModule and
+optimizer), trained by a Trainer that keeps only what changes the arithmetic (budget, clipping,
+precision), and recorded step by step for TensorFlow: the initial weights, every batch as the
+model received it, every step's loss, and the final validation loss with its batches."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-import yaml
-from pytorch_lightning.callbacks import ModelCheckpoint
 from torchmetrics import Metric
 
 from lstm_pl.cells import recurrent_layers
 from lstm_pl.cli import CLI
 from lstm_pl.errors import ConfigError
+from lstm_pl.tasks import LanguageModelTask, RegressionTask
+
+from .recording import Recording
 
 PRECISION = {"float32": "32-true", "float64": "64-true"}
-KINDS = {"RegressionTask": "regression", "LanguageModelTask": "language_model"}
-TWO_BIASES = ("model.init: with init: torch, nn.LSTM and nn.RNN train two biases per gate (bias_ih and bias_hh, "
-              "each moved by Adam) where TensorFlow trains one, so no TensorFlow run can follow; compare with init: tf1")
-
-
-@dataclass
-class Recording:
-    """One PyTorch training run, as TensorFlow needs it (numpy arrays and plain numbers only)."""
-
-    spec: dict                  # the network, described from the config: kind, cell, sizes, ...
-    optimizer: dict             # lr, betas, eps of the Adam the LightningModule configured
-    clip: dict | None           # the Trainer's gradient clipping: value, algorithm ("norm" / "value")
-    weights: dict               # the initial weights, in Keras' layout (see keras_layout)
-    batches: list = field(default_factory=list)      # (x, y) per step, in order
-    epochs: list = field(default_factory=list)       # the epoch of each step
-    losses: list = field(default_factory=list)       # the training loss of each step (before its update)
-    val_batches: list = field(default_factory=list)  # the final validation's (x, y), in order
-    val_loss: float = float("nan")
-    seconds: float = 0.0
-
-
-def read_yaml(config: str) -> dict:
-    return yaml.safe_load(Path(config).read_text()) or {}
-
-
-def task_kind(config: str) -> str:
-    """``regression`` or ``language_model``, from the config's ``model.class_path``."""
-    class_path = read_yaml(config).get("model", {}).get("class_path", "")
-    kind = KINDS.get(class_path.rsplit(".", 1)[-1])
-    if kind is None:
-        raise ConfigError(f"model.class_path: {class_path!r} has no TensorFlow counterpart in the parity harness "
-                          f"(known: {', '.join(KINDS)})")
-    return kind
+KINDS = {RegressionTask: "regression", LanguageModelTask: "language_model"}
+# Without --steps, a comparison follows the config's own budget up to these many steps: all of it for
+# sine and adding (500), the first 500 of adding_solve's 8,000. For the language models, 50 steps:
+# their float64 steps take 1-3 s each on this CPU; 50 crosses the state reset at the start of the
+# second epoch (an epoch of the shakespeare configs is 37 windows).
+DEFAULT_STEPS = {"regression": 500, "language_model": 50}
+TWO_BIASES = ("model.init_args.net.single_bias: false leaves nn.LSTM / nn.RNN two biases per gate (bias_ih and "
+              "bias_hh, each moved by Adam) where TensorFlow trains one, so no TensorFlow run can follow; compare "
+              "with single_bias: true")
 
 
 def keras_layout(net: torch.nn.Module) -> tuple[dict, set[int]]:
@@ -97,10 +74,9 @@ class Recorder(pl.Callback):
     and the batches of validation."""
 
     def __init__(self):
-        self.weights, self.optimizer, self.batches, self.epochs, self.losses, self.val_batches = None, None, [], [], [], []
+        self.weights, self.batches, self.epochs, self.losses, self.val_batches = None, [], [], [], []
 
     def on_train_start(self, trainer, pl_module):
-        self.optimizer = optimizer_settings(trainer)
         self.weights, used = keras_layout(pl_module.net)
         unmapped = [name for name, p in pl_module.named_parameters() if p.requires_grad and id(p) not in used]
         if unmapped:
@@ -125,100 +101,108 @@ class Recorder(pl.Callback):
         self.val_batches.append(tuple(t.detach().cpu().numpy().copy() for t in batch))
 
 
+def build(config: str, overrides: list[str]) -> CLI:
+    """The run as ``python -m lstm_pl fit --config CONFIG OVERRIDES`` builds it, not started."""
+    with warnings.catch_warnings():  # that args= is given while sys.argv holds the harness's own arguments
+        warnings.filterwarnings("ignore", message=".*args parameter is intended.*")
+        return CLI(args=["--config", config, *overrides], run=False)
+
+
+def task_kind(cli: CLI) -> str:
+    """``regression`` or ``language_model``, from the LightningModule the config built."""
+    for task, kind in KINDS.items():
+        if isinstance(cli.model, task):
+            return kind
+    raise ConfigError(f"model.class_path: {type(cli.model).__name__} has no TensorFlow counterpart in the parity "
+                      f"harness (known: {', '.join(t.__name__ for t in KINDS)})")
+
+
 def describe(cli: CLI, kind: str) -> dict:
-    """The network as the config describes it (the data fills in what the config leaves null)."""
-    args = cli.config["model"]["init_args"].as_dict()
-    spec = dict(kind=kind, cell=args["cell"], hidden_size=args["hidden_size"], num_layers=args["num_layers"])
+    """The network as the parsed config describes it (the data's link included)."""
+    net = cli.model.hparams.net
+    net = dataclasses.asdict(net) if dataclasses.is_dataclass(net) else dict(net)
+    spec = dict(kind=kind, cell=net["cell"], hidden_size=net["hidden_size"], num_layers=net["num_layers"])
     if kind == "regression":
-        spec.update(input_size=args["input_size"], output_size=args["output_size"])
+        spec.update(input_size=net["input_size"], output_size=net["output_size"])
     else:
-        spec.update(vocab_size=args["vocab_size"] or cli.datamodule.vocab_size, embedding_size=args["embedding_size"],
-                    tie_weights=args["tie_weights"], stateful=args["stateful"])
+        spec.update(vocab_size=net["vocab_size"], embedding_size=net["embedding_size"], tie_weights=net["tie_weights"],
+                    stateful=cli.model.hparams.stateful, dropout=net["dropout"])
     return spec
 
 
-def check_comparable(cli: CLI) -> None:
+def optimizer_settings(cli: CLI) -> dict:
+    """lr, betas and eps of the config's optimizer: plain Adam only (anything else refused)."""
+    optimizer = cli.config.get("optimizer")
+    if optimizer is None or optimizer.class_path != "torch.optim.Adam":
+        raise ConfigError(f"optimizer: the parity harness follows torch.optim.Adam; this config has "
+                          f"{getattr(optimizer, 'class_path', None)}")
+    if cli.config.get("lr_scheduler") is not None:
+        raise ConfigError("lr_scheduler: the parity harness does not follow learning-rate schedulers")
+    args = optimizer.init_args
+    if args.weight_decay or args.amsgrad or args.maximize:
+        raise ConfigError("optimizer.init_args: the parity harness follows plain Adam (no weight decay, amsgrad, maximize)")
+    return dict(lr=float(args.lr), betas=[float(b) for b in args.betas], eps=float(args.eps))
+
+
+def check_comparable(cli: CLI, spec: dict) -> None:
     """Refuse, in one line naming the key, what no TensorFlow run could follow step for step."""
-    args = cli.config["model"]["init_args"].as_dict()
-    if args.get("init") == "torch" and args.get("cell") in ("lstm", "rnn"):
-        raise ConfigError(TWO_BIASES)
-    if args.get("dropout", 0.0) > 0.0:
-        raise ConfigError(f"model.dropout is {args['dropout']}: dropout masks are random draws that TensorFlow cannot "
-                          f"share; compare with --model.init_args.dropout=0")
-    if cli.trainer.accumulate_grad_batches != 1:
+    if spec.get("dropout", 0.0) > 0.0:
+        raise ConfigError(f"model.init_args.net.dropout is {spec['dropout']}: dropout masks are random draws that "
+                          f"TensorFlow cannot share; compare with --model.init_args.net.dropout=0")
+    if cli.config.trainer.accumulate_grad_batches != 1:
         raise ConfigError("trainer.accumulate_grad_batches must be 1 for a step-by-step comparison")
 
 
-def clipping(trainer: pl.Trainer) -> dict | None:
-    """The Trainer's gradient clipping: ``gradient_clip_val`` and ``gradient_clip_algorithm``."""
+def clipping(cli: CLI) -> dict | None:
+    """The config's gradient clipping: ``gradient_clip_val`` and ``gradient_clip_algorithm``."""
+    trainer = cli.config.trainer
     if trainer.gradient_clip_val is None:
         return None
-    algorithm = trainer.gradient_clip_algorithm
-    return dict(value=float(trainer.gradient_clip_val), algorithm=str(getattr(algorithm, "value", algorithm) or "norm"))
+    return dict(value=float(trainer.gradient_clip_val), algorithm=str(trainer.gradient_clip_algorithm or "norm"))
 
 
-def optimizer_settings(trainer: pl.Trainer) -> dict:
-    """lr, betas and eps of the one plain Adam the LightningModule configured (anything else refused)."""
-    if len(trainer.optimizers) != 1 or type(trainer.optimizers[0]) is not torch.optim.Adam:
-        raise ConfigError("model: the parity harness follows one torch.optim.Adam; this task configures "
-                          f"{[type(o).__name__ for o in trainer.optimizers]}")
-    if trainer.lr_scheduler_configs:
-        raise ConfigError("model: the parity harness does not follow learning-rate schedulers")
-    groups = trainer.optimizers[0].param_groups
-    group = groups[0]
-    if len(groups) != 1 or group["weight_decay"] or group["amsgrad"] or group["maximize"]:
-        raise ConfigError("model: the parity harness follows plain Adam (one parameter group, no weight decay, "
-                          "no amsgrad)")
-    return dict(lr=float(group["lr"]), betas=[float(b) for b in group["betas"]], eps=float(group["eps"]))
+def stripped_trainer(cli: CLI, kind: str, dtype: str, steps: int | None, folder: Path, recorder: Recorder) -> pl.Trainer:
+    """A Trainer with the config's budget and clipping, on the CPU in ``dtype``, without what writes
+    files or draws figures (logger, checkpoints, callbacks), validating once, after training.
+    ``steps``: exactly that many optimizer steps; None: the config's budget, at most ``DEFAULT_STEPS``."""
+    config = cli.config.trainer
+    if steps is None:
+        budget = config.max_steps if config.max_steps and config.max_steps > 0 else None
+        max_steps = min(budget or DEFAULT_STEPS[kind], DEFAULT_STEPS[kind])
+        max_epochs = config.max_epochs
+    else:
+        max_steps, max_epochs = steps, -1
+    clip = clipping(cli)
+    return pl.Trainer(accelerator="cpu", devices=1, precision=PRECISION[dtype], logger=False, enable_checkpointing=False,
+                      callbacks=[recorder], max_steps=max_steps, max_epochs=max_epochs,
+                      limit_train_batches=config.limit_train_batches, limit_val_batches=0, num_sanity_val_steps=0,
+                      gradient_clip_val=None if clip is None else clip["value"],
+                      gradient_clip_algorithm=None if clip is None else clip["algorithm"],
+                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=folder)
 
 
 def record(config: str, dtype: str, steps: int | None, folder: Path, overrides: list[str] = (),
-           exact: bool = True, threads: int = 1) -> Recording:
-    """Train ``config`` with PyTorch Lightning in ``dtype`` on the CPU for ``steps`` optimizer steps
-    (``exact``: that many, beyond the config's epochs if need be; else at most that many, stopping
-    earlier where the config's budget ends; None: the config's budget), recording everything
-    TensorFlow needs to replay the run.
-
-    The Trainer is the CLI's, with what writes files or draws figures switched off (logger,
-    callbacks, checkpoints; their files would go to ``folder``), and validation moved to the end:
-    one pass after training gives the final validation loss. PyTorch runs on ``threads`` CPU
-    threads (restored afterwards): one is fastest for these small models, and on a shared machine
-    more threads spin against each other's load (10-40x slower measured on 2 busy cores).
-    """
+           threads: int = 1) -> Recording:
+    """Train ``config`` (with ``overrides``) in ``dtype`` on the CPU for ``steps`` optimizer steps
+    (None: the config's budget, capped; see ``stripped_trainer``), recording everything TensorFlow
+    needs. PyTorch runs on ``threads`` CPU threads (restored afterwards): one is fastest for these
+    small models, and on a shared machine more threads spin against each other's load."""
+    start = time.perf_counter()
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _record(config, dtype, steps, folder, list(overrides), exact)
+        cli = build(config, list(overrides))
+        kind = task_kind(cli)
+        spec = describe(cli, kind)
+        check_comparable(cli, spec)
+        optimizer = optimizer_settings(cli)
+        recorder = Recorder()
+        trainer = stripped_trainer(cli, kind, dtype, steps, folder, recorder)
+        trainer.fit(cli.model, datamodule=cli.datamodule)
+        trainer.limit_val_batches = cli.config.trainer.limit_val_batches or 1.0
+        val_loss = float(trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]["val/loss"])
     finally:
         torch.set_num_threads(previous_threads)
-
-
-def _record(config: str, dtype: str, steps: int | None, folder: Path, overrides: list[str], exact: bool) -> Recording:
-    start = time.perf_counter()
-    kind = task_kind(config)
-    args = ["--config", config, *overrides, "--trainer.logger=false", "--trainer.callbacks=[]",
-            f"--trainer.default_root_dir={folder}", "--trainer.accelerator=cpu", "--trainer.devices=1",
-            f"--trainer.precision={PRECISION[dtype]}", "--trainer.enable_model_summary=false",
-            "--trainer.enable_progress_bar=false"]
-    if steps is not None and not exact:
-        configured = [int(o.split("=", 1)[1]) for o in overrides if o.startswith("--trainer.max_steps=")]
-        budget = configured[-1] if configured else (read_yaml(config).get("trainer") or {}).get("max_steps")
-        steps = min(steps, budget) if budget is not None and budget > 0 else steps
-    if steps is not None:
-        args += [f"--trainer.max_steps={steps}"] + (["--trainer.max_epochs=-1"] if exact else [])
-    with warnings.catch_warnings():  # that args= is given while sys.argv holds the harness's own arguments
-        warnings.filterwarnings("ignore", message=".*args parameter is intended.*")
-        cli = CLI(args=args, run=False)
-    check_comparable(cli)
-    trainer, model, data = cli.trainer, cli.model, cli.datamodule
-    recorder = Recorder()
-    trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, ModelCheckpoint)] + [recorder]
-    limit_val_batches, trainer.limit_val_batches = trainer.limit_val_batches, 0
-    trainer.num_sanity_val_steps = 0
-    trainer.fit(model, datamodule=data)
-    trainer.limit_val_batches = limit_val_batches
-    val_loss = float(trainer.validate(model, datamodule=data, verbose=False)[0]["val/loss"])
-    return Recording(spec=describe(cli, kind), optimizer=recorder.optimizer, clip=clipping(trainer),
-                     weights=recorder.weights, batches=recorder.batches, epochs=recorder.epochs,
-                     losses=recorder.losses, val_batches=recorder.val_batches, val_loss=val_loss,
-                     seconds=time.perf_counter() - start)
+    return Recording(spec=spec, optimizer=optimizer, clip=clipping(cli), weights=recorder.weights,
+                     batches=recorder.batches, epochs=recorder.epochs, losses=recorder.losses,
+                     val_batches=recorder.val_batches, val_loss=val_loss, seconds=time.perf_counter() - start)

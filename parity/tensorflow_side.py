@@ -3,8 +3,9 @@ on TensorFlow 2 (``keras.layers.LSTM``, ``SimpleRNN``, ``Embedding``, ``Dense``;
 hand-written cells as a Keras RNN cell in TensorFlow ops), trained on given batches from given
 initial weights with PyTorch's Adam update and PyTorch's gradient clipping.
 
-It imports nothing from lstm_pl: what it knows of a run is a plain description (``spec``, from
-the config), the weights (numpy, in Keras' layout), the batches (numpy) and the optimizer's numbers.
+It imports nothing from lstm_pl: what it knows of a run is one ``Recording`` of plain numbers
+and numpy arrays: the network's description (``spec``, from the config), the weights (in Keras'
+layout), the batches and the optimizer's settings.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-tf.get_logger().setLevel("ERROR")  # not the retracing notes: every comparison traces its own train step
+from .recording import Recording  # noqa: E402
 
 
 class HandLSTMCell(keras.layers.Layer):
@@ -157,8 +158,8 @@ def assign_weights(net: Network, weights: dict) -> None:
         raise ValueError(f"weight mapping: no PyTorch weight for {', '.join(sorted(missing))}")
 
 
-class TorchAdam(keras.optimizers.Adam):
-    """Keras' Adam with PyTorch's update, so that both frameworks take the same steps.
+class TorchAdam:
+    """Adam with PyTorch's update, in TensorFlow ops, so that both frameworks take the same steps.
 
     PyTorch (``torch.optim.Adam``) adds ε to the bias-corrected root:
         m ← m + (1-β₁)(g - m),   v ← β₂ v + (1-β₂) g²
@@ -166,25 +167,35 @@ class TorchAdam(keras.optimizers.Adam):
     Keras (like TF1's AdamOptimizer) folds the bias corrections into the step size and adds its
     epsilon to the raw root: θ ← θ - lr·√(1-β₂ᵗ)/(1-β₁ᵗ) · m / (√v + ε̂) — the same step only if
     ε̂ = ε·√(1-β₂ᵗ), an "epsilon hat" that changes every step. Rather than approximate, this class
-    replaces Keras' update with PyTorch's formula. The hyperparameters stay Python floats (doubles),
-    as PyTorch keeps them, and the bias corrections are computed in float64, as PyTorch does.
+    applies PyTorch's formula, on plain ``tf.Variable``s. The hyperparameters stay Python floats
+    (doubles), as PyTorch keeps them, and the bias corrections are computed in float64, as PyTorch does.
     """
 
-    def __init__(self, learning_rate: float, beta_1: float, beta_2: float, epsilon: float, **kwargs):
-        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, **kwargs)
+    def __init__(self, learning_rate: float, beta_1: float, beta_2: float, epsilon: float):
         self.torch_hyper = (float(learning_rate), float(beta_1), float(beta_2), float(epsilon))
+        self.moments: list[tuple[tf.Variable, tf.Variable]] | None = None
+        self.iterations: tf.Variable | None = None
 
-    def update_step(self, gradient, variable, learning_rate):
+    def build(self, variables) -> None:
+        """The moment estimates m, v (zeros) for each of ``variables``, in their order."""
+        self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.moments = [(tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False),
+                         tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False)) for v in variables]
+
+    def apply(self, gradients, variables) -> None:
+        """One update of ``variables`` (always the same ones, in the same order) by ``gradients``."""
+        if self.moments is None:
+            self.build(variables)
         lr, beta_1, beta_2, eps = self.torch_hyper
         step = tf.cast(self.iterations + 1, tf.float64)
-        step_size = tf.cast(lr / (1.0 - tf.pow(tf.constant(beta_1, tf.float64), step)), variable.dtype)
-        root_correction = tf.cast(tf.sqrt(1.0 - tf.pow(tf.constant(beta_2, tf.float64), step)), variable.dtype)
-        gradient = tf.cast(gradient, variable.dtype)
-        m = self._momentums[self._get_variable_index(variable)]
-        v = self._velocities[self._get_variable_index(variable)]
-        self.assign(m, m + (1.0 - beta_1) * (gradient - m))
-        self.assign(v, v * beta_2 + (1.0 - beta_2) * gradient * gradient)
-        self.assign_sub(variable, step_size * (m / (tf.sqrt(v) / root_correction + eps)))
+        for gradient, variable, (m, v) in zip(gradients, variables, self.moments, strict=True):
+            step_size = tf.cast(lr / (1.0 - tf.pow(tf.constant(beta_1, tf.float64), step)), variable.dtype)
+            root_correction = tf.cast(tf.sqrt(1.0 - tf.pow(tf.constant(beta_2, tf.float64), step)), variable.dtype)
+            gradient = tf.cast(gradient, variable.dtype)
+            m.assign(m + (1.0 - beta_1) * (gradient - m))
+            v.assign(v * beta_2 + (1.0 - beta_2) * gradient * gradient)
+            variable.assign_sub(step_size * (m / (tf.sqrt(v) / root_correction + eps)))
+        self.iterations.assign_add(1)
 
 
 def clip_gradients(gradients: list[tf.Tensor], clip: dict | None) -> list[tf.Tensor]:
@@ -209,21 +220,22 @@ def loss_fn(kind: str):
         tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target, logits=logits))
 
 
-def train(spec: dict, weights: dict, batches: list, epochs: list[int], val_batches: list, optimizer: dict,
-          clip: dict | None, dtype: str) -> dict:
-    """Train a fresh Keras network from ``weights`` on ``batches`` (one optimizer step each) and
-    evaluate it on ``val_batches``. The language model's state starts from zeros at every epoch
-    (``epochs`` says which each batch belongs to) and, with ``spec["stateful"]``, carries from
-    window to window, cut from the graph between them (truncated BPTT). Returns the per-step
-    losses, the validation loss and the seconds taken."""
+def train(recording: Recording, dtype: str) -> dict:
+    """Train a fresh Keras network from the recording's initial weights on its batches (one
+    optimizer step each) and evaluate it on its validation batches. The language model's state
+    starts from zeros at every epoch and, with ``spec["stateful"]``, carries from window to
+    window, cut from the graph between them (truncated BPTT). Returns the per-step losses, the
+    validation loss and the seconds taken."""
     start = time.perf_counter()
+    tf.get_logger().setLevel("ERROR")  # not the retracing notes: every comparison traces its own train step
+    spec, batches, optimizer, clip = recording.spec, recording.batches, recording.optimizer, recording.clip
 
     def cast(x: np.ndarray) -> tf.Tensor:
         return tf.convert_to_tensor(x if x.dtype.kind in "iu" else x.astype(dtype))  # token ids stay integers
 
     net = Network(spec, dtype)
     net(cast(batches[0][0]), net.zero_state(batches[0][0].shape[0]))  # builds the variables
-    assign_weights(net, weights)
+    assign_weights(net, recording.weights)
     adam = TorchAdam(optimizer["lr"], optimizer["betas"][0], optimizer["betas"][1], optimizer["eps"])
     adam.build(net.trainable_variables)
     loss_of = loss_fn(spec["kind"])
@@ -245,7 +257,7 @@ def train(spec: dict, weights: dict, batches: list, epochs: list[int], val_batch
         return net(x, state, training=False)
 
     losses, state, epoch = [], None, None
-    for (x, y), batch_epoch in zip(batches, epochs, strict=True):
+    for (x, y), batch_epoch in zip(batches, recording.epochs, strict=True):
         if not stateful or batch_epoch != epoch:
             state = net.zero_state(x.shape[0])
         epoch = batch_epoch
@@ -255,7 +267,7 @@ def train(spec: dict, weights: dict, batches: list, epochs: list[int], val_batch
     # Validation, as each task defines it: the MSE over every validation sample; the language
     # model's token-weighted mean cross-entropy, its state carried across the windows in order.
     total, count, state = 0.0, 0, None
-    for x, y in val_batches:
+    for x, y in recording.val_batches:
         if state is None or not stateful:
             state = net.zero_state(x.shape[0])
         output, state = eval_step(cast(x), state)

@@ -11,7 +11,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lstm_pl import LossCurves
-from lstm_pl.cli import CLI
+from lstm_pl.cli import CLI, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,10 +22,10 @@ def fit(config, tmp_path, *overrides):
 
 
 def test_sine_fit_lowers_loss_and_leaves_artifacts(config_path, tmp_path):
-    cli = fit(config_path("sine"), tmp_path, "--trainer.max_epochs=80", "--model.init_args.hidden_size=20")
+    cli = fit(config_path("sine"), tmp_path, "--trainer.max_steps=80", "--model.init_args.net.hidden_size=20")
     curves = next(c for c in cli.trainer.callbacks if isinstance(c, LossCurves))
-    first = [loss for _, loss in curves.train[:5]]
-    last = [loss for _, loss in curves.train[-5:]]
+    first = [float(loss) for _, loss in curves.train[:5]]
+    last = [float(loss) for _, loss in curves.train[-5:]]
     assert len(curves.train) == 80 and len(curves.val) == 80
     assert sum(last) < 0.2 * sum(first)
     run = Path(cli.trainer.log_dir)
@@ -34,22 +34,22 @@ def test_sine_fit_lowers_loss_and_leaves_artifacts(config_path, tmp_path):
     assert (run / "checkpoints" / "last.ckpt").exists() and list((run / "checkpoints").glob("best-*.ckpt"))
     assert (run / "loss_curves.png").stat().st_size > 10_000 and (run / "waveform.png").stat().st_size > 10_000
     config = yaml.safe_load((run / "config.yaml").read_text())
-    assert config["model"]["init_args"]["hidden_size"] == 20 and config["trainer"]["max_epochs"] == 80
+    assert config["model"]["init_args"]["net"]["hidden_size"] == 20 and config["trainer"]["max_steps"] == 80
     events = EventAccumulator(str(run))
     events.Reload()
-    assert {"train/loss_step", "val/loss", "val/closed_loop_mse"} <= set(events.Tags()["scalars"])
+    assert {"train/loss", "val/loss", "val/closed_loop_mse"} <= set(events.Tags()["scalars"])
     assert {"loss_curves", "waveform"} <= set(events.Tags()["images"])
     assert "hidden_size" in (run / "hparams.yaml").read_text()
 
 
 def test_validate_test_predict_from_checkpoint(config_path, tmp_path):
-    cli = fit(config_path("sine_rnn"), tmp_path, "--trainer.max_epochs=2")
+    cli = fit(config_path("sine_rnn"), tmp_path, "--trainer.max_steps=2")
     ckpt = str(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt")
     for command in ("validate", "test", "predict"):
         run = CLI(args=[command, "--config", config_path("sine_rnn"), f"--ckpt_path={ckpt}",
                         f"--trainer.logger.init_args.save_dir={tmp_path / command}"])
         assert run.trainer.state.finished
-        assert run.trainer.state.fn == command.replace("predict", "predict")
+        assert run.trainer.state.fn == command
 
 
 def run_cli(*args):
@@ -57,42 +57,56 @@ def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "lstm_pl", *args], capture_output=True, text=True, cwd=ROOT, env=env)
 
 
-def test_print_config(config_path):
-    result = run_cli("fit", "--config", config_path("sine"), "--print_config")
-    assert result.returncode == 0
-    assert yaml.safe_load(result.stdout)["model"]["class_path"] == "lstm_pl.RegressionTask"
+def test_print_config_in_a_subprocess(config_path):
+    """The one subprocess smoke test: the module runs, and a variant composes onto its base."""
+    result = run_cli("fit", "--config", config_path("sine_rnn"), "--print_config")
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    assert config["model"]["class_path"] == "lstm_pl.RegressionTask"
+    assert config["model"]["init_args"]["net"]["cell"] == "rnn" and config["model"]["init_args"]["net"]["hidden_size"] == 50
+    logger = config["trainer"]["logger"]["init_args"]
+    assert (logger["name"], logger["save_dir"]) == ("sine_rnn", "runs")
+    assert config["checkpoint"]["monitor"] == "val/loss" and config["optimizer"]["init_args"]["lr"] == 0.001
+
+
+def one_error_line(capsys, *args) -> str:
+    """Run the CLI in-process with ``args``; it must exit 2 with exactly one line on stderr."""
+    with pytest.raises(SystemExit) as exit_:
+        main(list(args))
+    assert exit_.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(errors) == 1, errors
+    return errors[0]
 
 
 @pytest.mark.parametrize("override, key", [
-    ("--model.init_args.cell=gru", "cell"),
-    ("--model.init_args.hidden_size=0", "model.hidden_size"),
-    ("--model.init_args.num_layers=-1", "model.num_layers"),
-    ("--data.init_args.window=251", "data.window"),
-    ("--model.init_args.hiden_size=3", "hiden_size"),
+    ("--model.init_args.net.cell=gru", "model.init_args.net.cell"),
+    ("--model.init_args.net.hidden_size=0", "model.init_args.net.hidden_size"),
+    ("--model.init_args.net.num_layers=-1", "model.init_args.net.num_layers"),
+    ("--data.init_args.window=251", "data.init_args.window"),
+    ("--data.init_args.batch_size=0", "data.init_args.batch_size"),
+    ("--model.init_args.net.hiden_size=3", "hiden_size"),
+    ("--model.init_args.net.chrono_t_max=100", "model.init_args.net.chrono_t_max"),
 ])
-def test_bad_input_stops_with_one_line(config_path, tmp_path, override, key):
-    result = run_cli("fit", "--config", config_path("sine"), override, f"--trainer.logger.init_args.save_dir={tmp_path}")
-    assert result.returncode == 2
-    errors = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(errors) == 1, result.stderr
-    assert errors[0].startswith("lstm_pl: error:") and key in errors[0]
+def test_bad_input_stops_with_one_line(config_path, tmp_path, capsys, override, key):
+    line = one_error_line(capsys, "fit", "--config", config_path("sine_rnn"), override,
+                          f"--trainer.logger.init_args.save_dir={tmp_path}")
+    assert "error:" in line and key in line, line
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
-def test_unknown_key_in_config_file(config_path, tmp_path):
+def test_unknown_key_in_config_file(config_path, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
-    bad.write_text((ROOT / "configs" / "sine.yaml").read_text().replace("  max_epochs: 500", "  max_epochz: 500"))
-    result = run_cli("fit", "--config", str(bad))
-    assert result.returncode == 2 and "max_epochz" in result.stderr.strip().splitlines()[-1]
-    assert len(result.stderr.strip().splitlines()) == 1
+    bad.write_text((ROOT / "configs" / "sine.yaml").read_text().replace("  max_steps: 500", "  max_stepz: 500"))
+    assert "max_stepz" in one_error_line(capsys, "fit", "--config", str(bad))
 
 
 @pytest.mark.parametrize("task", ["sine", "adding"])
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "lstm_peephole", "lstm_cec"])
 def test_every_cell_trains_through_the_cli(config_path, tmp_path, task, cell):
     small = ["--data.init_args.t=20", "--data.init_args.n_sequence=200"] if task == "adding" else []
-    cli = fit(config_path(task), tmp_path, f"--model.init_args.cell={cell}", "--trainer.max_epochs=4",
-              "--trainer.check_val_every_n_epoch=2", *small)
+    cli = fit(config_path(task), tmp_path, f"--model.init_args.net.cell={cell}", "--trainer.max_steps=4",
+              "--trainer.val_check_interval=2", *small)
     metrics = cli.trainer.callback_metrics
     assert cli.trainer.global_step == 4 and torch.isfinite(metrics["val/loss"])
     assert type(cli.model.net.rnn).__name__ == {"rnn": "RNN", "lstm": "LSTM"}.get(cell, "StackedLSTM")
@@ -101,17 +115,16 @@ def test_every_cell_trains_through_the_cli(config_path, tmp_path, task, cell):
         assert (Path(cli.trainer.log_dir) / "predictions.png").exists()
 
 
-def test_adding_solve_configs(config_path, tmp_path):
+def test_adding_solve_configs(config_path, tmp_path, capsys):
     """The solving budget parses, uses chrono on the LSTM, and refuses chrono on a gateless cell."""
-    cli = fit(config_path("adding_solve"), tmp_path, "--trainer.max_epochs=1", "--data.init_args.samples_per_epoch=64",
-              "--data.init_args.t=20", "--data.init_args.n_sequence=200")
+    small = ["--trainer.max_steps=2", "--data.init_args.t=20", "--data.init_args.n_sequence=200"]
+    cli = fit(config_path("adding_solve"), tmp_path, *small)
     assert cli.trainer.gradient_clip_val == 1.0 and cli.trainer.global_step == 2
     bias = cli.model.net.rnn.bias_ih_l0.detach().view(4, 100)
     # chrono: b_f = log U(1, T-1), b_i = -b_f (two Adam steps of 1e-3 have moved each by at most 2e-3)
     assert bias[1].min() > -0.01 and bias[1].max() < torch.log(torch.tensor(249.0)) + 0.01 and bias[1].std() > 0.5
     assert (bias[0] + bias[1]).abs().max() < 0.01
-    result = run_cli("fit", "--config", config_path("adding_solve"), "--model.init_args.cell=rnn")
-    assert result.returncode == 2 and "model.chrono_t_max" in result.stderr.strip().splitlines()[-1]
-    rnn = fit(config_path("adding_solve_rnn"), tmp_path, "--trainer.max_epochs=1",
-              "--data.init_args.samples_per_epoch=64", "--data.init_args.t=20", "--data.init_args.n_sequence=200")
-    assert type(rnn.model.net.rnn).__name__ == "RNN"
+    line = one_error_line(capsys, "fit", "--config", config_path("adding_solve"), "--model.init_args.net.cell=rnn")
+    assert "model.init_args.net.chrono_t_max" in line
+    rnn = fit(config_path("adding_solve_rnn"), tmp_path, *small)
+    assert type(rnn.model.net.rnn).__name__ == "RNN" and rnn.trainer.gradient_clip_val == 1.0

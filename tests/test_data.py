@@ -50,16 +50,20 @@ def test_sine_data_is_the_originals():
 
 
 def test_sine_datamodule_split_and_sampling():
-    data = SineDataModule(batch_size=10, samples_per_epoch=10, sampling_seed=3)
+    data = SineDataModule(batch_size=10, sampling_seed=3)
     data.setup("fit")
     assert data.train_idx.tolist()[:10] == SKLEARN_TRAIN_226_HEAD and data.val_idx.tolist() == SKLEARN_TEST_226
     x0, y0 = data.train_set[0]
     assert torch.equal(x0[:, 0], torch.tensor(data.x[169, :, 0], dtype=torch.float32))
-    batches = list(data.train_dataloader())
-    assert len(batches) == 1 and batches[0][0].shape == (10, 25, 1)  # one step per epoch, as the original
-    again = list(data.train_dataloader())
-    assert torch.equal(batches[0][0], again[0][0])  # the draw is seeded
-    full = SineDataModule(batch_size=10, samples_per_epoch=None)
+    stream = iter(data.train_dataloader())  # endless: the budget is trainer.max_steps
+    batches = [next(stream) for _ in range(600)]
+    assert batches[0][0].shape == (10, 25, 1)
+    again = iter(data.train_dataloader())
+    assert all(torch.equal(b[0], next(again)[0]) for b in batches[:5])  # the draws are seeded
+    # with replacement, the original's numpy-free equivalent: each index uniform over the 203 training windows
+    drawn = torch.cat([torch.randint(203, (10,), generator=torch.Generator().manual_seed(3))])
+    assert torch.equal(batches[0][1], data.train_set.tensors[1][drawn])
+    full = SineDataModule(batch_size=10, replacement=False)
     full.setup("fit")
     assert sum(len(x) for x, _ in full.train_dataloader()) == 203  # ordinary epochs: one pass
 
@@ -97,13 +101,17 @@ def test_adding_datamodule_reuses_the_split():
     assert data.train_set[0][0].shape == (20, 2)
 
 
-@pytest.mark.parametrize("kwargs, key", [
-    (dict(window=300), "data.window"),
-    (dict(window=0), "data.window"),
-    (dict(length=-1), "data.length"),
-    (dict(batch_size=0), "data.batch_size"),
-    (dict(samples_per_epoch=0), "data.samples_per_epoch"),
+@pytest.mark.parametrize("override, key", [
+    ("--data.init_args.window=300", "data.init_args.window"),
+    ("--data.init_args.window=0", "data.init_args.window"),
+    ("--data.init_args.length=-1", "data.init_args.length"),
+    ("--data.init_args.batch_size=0", "data.init_args.batch_size"),
+    ("--data.init_args.val_size=1.5", "data.init_args.val_size"),
 ])
-def test_sine_bad_config_names_the_key(kwargs, key):
-    with pytest.raises(ConfigError, match=key):
-        SineDataModule(**kwargs)
+def test_sine_bad_config_names_the_key(override, key, config_path, capsys):
+    from lstm_pl.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", config_path("sine"), override])
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(errors) == 1 and key in errors[0], errors

@@ -7,17 +7,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from lstm_pl import CELLS, ConfigError, LanguageModelTask, WordLanguageModel
+from lstm_pl import CELLS, ConfigError, LanguageModelSettings, LanguageModelTask, WordLanguageModel
 from lstm_pl.cli import CLI
-from lstm_pl.generate import generate, load, main
+from lstm_pl.generate import generate, load_run, main
 from lstm_pl.text import StreamWindows
 
-from conftest import SHAKESPEARE
+CONFIG = str(Path(__file__).parents[1] / "configs" / "shakespeare.yaml")
+
+
+def settings(**values) -> LanguageModelSettings:
+    return LanguageModelSettings(**values)
 
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_every_cell_plugs_in(cell):
-    net = WordLanguageModel(vocab_size=50, embedding_size=8, cell=cell, hidden_size=6, num_layers=2, dropout=0.1)
+    net = WordLanguageModel(settings(vocab_size=50, embedding_size=8, cell=cell, hidden_size=6, num_layers=2, dropout=0.1))
     logits, state = net(torch.randint(0, 50, (3, 7)))
     assert logits.shape == (3, 7, 50)
     for part in state if isinstance(state, tuple) else (state,):
@@ -28,18 +32,18 @@ def test_every_cell_plugs_in(cell):
 
 def test_tf1_init_and_weight_tying():
     torch.manual_seed(0)
-    net = WordLanguageModel(vocab_size=3000, embedding_size=64, hidden_size=64, init="tf1")
+    net = WordLanguageModel(settings(vocab_size=3000, embedding_size=64, hidden_size=64, init="tf1"))
     assert net.embedding.weight.std().item() == pytest.approx(1.0, rel=0.05)  # tf.random_normal_initializer()
     assert net.decoder.weight.std().item() == pytest.approx(1.0, rel=0.05) and not net.decoder.bias.any()
     assert torch.all(net.rnn.bias_ih_l0[64:128] == 1.0)  # forget bias 1.0
     assert not net.rnn.bias_hh_l0.requires_grad  # one bias per gate, as TF
-    tied = WordLanguageModel(vocab_size=30, embedding_size=16, hidden_size=16, tie_weights=True)
+    tied = WordLanguageModel(settings(vocab_size=30, embedding_size=16, hidden_size=16, tie_weights=True))
     assert tied.decoder.weight is tied.embedding.weight
     assert sum(p.numel() for p in tied.parameters()) == 30 * 16 + sum(p.numel() for p in tied.rnn.parameters()) + 30
-    with pytest.raises(ConfigError, match="model.tie_weights"):
-        LanguageModelTask(vocab_size=30, embedding_size=16, hidden_size=8, tie_weights=True)
-    with pytest.raises(ConfigError, match="model.cell"):
-        LanguageModelTask(vocab_size=30, cell="gru")
+    with pytest.raises(ConfigError, match="model.init_args.net.tie_weights"):
+        settings(vocab_size=30, embedding_size=16, hidden_size=8, tie_weights=True)
+    with pytest.raises(ValueError, match="unknown cell 'gru'"):
+        WordLanguageModel(settings(vocab_size=30, cell="gru"))
 
 
 def windows(vocab=40, batch=3, steps=4, count=3):
@@ -49,7 +53,7 @@ def windows(vocab=40, batch=3, steps=4, count=3):
 
 @pytest.mark.parametrize("cell", ["lstm", "rnn", "lstm_cec"])
 def test_state_is_carried_and_detached(cell):
-    task = LanguageModelTask(vocab_size=40, embedding_size=8, cell=cell, hidden_size=8)
+    task = LanguageModelTask(settings(vocab_size=40, embedding_size=8, cell=cell, hidden_size=8))
     data = windows()
     task.on_train_epoch_start()
     loss0, _ = task._loss(data[0], "train")
@@ -70,7 +74,7 @@ def test_state_is_carried_and_detached(cell):
     task.on_train_epoch_start()
     assert task.states["train"] is None  # every epoch starts from zeros
 
-    stateless = LanguageModelTask(vocab_size=40, embedding_size=8, cell=cell, hidden_size=8, stateful=False)
+    stateless = LanguageModelTask(settings(vocab_size=40, embedding_size=8, cell=cell, hidden_size=8), stateful=False)
     stateless.net.load_state_dict(task.net.state_dict())
     stateless._loss(data[0], "train")
     loss, _ = stateless._loss(data[1], "train")
@@ -81,8 +85,7 @@ class RecordingTask(LanguageModelTask):
     """Notes, per stage and step, whether the window started from a carried state."""
 
     def setup(self, stage):
-        super().setup(stage)
-        self.started_carried = []
+        self.started_carried = getattr(self, "started_carried", [])
 
     def _loss(self, batch, stage):
         self.started_carried.append((stage, self.states.get(stage) is not None))
@@ -90,17 +93,16 @@ class RecordingTask(LanguageModelTask):
 
 
 @pytest.fixture(scope="module")
-def short_fit(tmp_path_factory):
+def short_fit(tmp_path_factory, shakespeare):
     """configs/shakespeare.yaml through the CLI, shrunk to seconds: hidden 32, batches of 32
     windows of 20 words, lr 0.01, 3 epochs of 12 windows, 4 validation windows."""
     save_dir = tmp_path_factory.mktemp("runs")
-    cli = CLI(args=["--config", str(Path(__file__).parents[1] / "configs" / "shakespeare.yaml"),
-                    f"--trainer.logger.init_args.save_dir={save_dir}", "--trainer.max_epochs=3",
+    cli = CLI(args=["--config", CONFIG, f"--trainer.logger.init_args.save_dir={save_dir}", "--trainer.max_epochs=3",
                     "--trainer.limit_train_batches=12", "--trainer.limit_val_batches=4", "--trainer.log_every_n_steps=1",
                     "--trainer.inference_mode=false",  # metric states made under inference mode cannot be fit's
-                    "--model.class_path=test_language_model.RecordingTask", "--model.init_args.lr=0.01",
-                    "--model.init_args.embedding_size=32", "--model.init_args.hidden_size=32",
-                    f"--data.init_args.path={SHAKESPEARE}", "--data.init_args.batch_size=32",
+                    "--model.class_path=test_language_model.RecordingTask", "--optimizer.init_args.lr=0.01",
+                    "--model.init_args.net.embedding_size=32", "--model.init_args.net.hidden_size=32",
+                    f"--data.init_args.path={shakespeare}", "--data.init_args.batch_size=32",
                     "--data.init_args.seq_len=20"], run=False)
     before = cli.trainer.validate(cli.model, cli.datamodule, verbose=False)[0]
     cli.model.started_carried.clear()
@@ -115,7 +117,7 @@ def test_short_fit_lowers_the_loss(short_fit):
     assert after["val/loss"] < before["val/loss"] - 1.0
     assert after["val/perplexity"] == pytest.approx(math.exp(after["val/loss"]), rel=1e-4)
     assert {"train/loss_step", "train/loss_epoch", "train/perplexity_epoch"} <= set(after)
-    assert cli.model.hparams.vocab_size == cli.datamodule.vocab_size == 2610
+    assert cli.model.hparams.net["vocab_size"] == cli.datamodule.vocab_size == 2610  # linked from the data
     # state carried within each epoch of each stage, reset at each epoch start
     records = cli.model.started_carried
     train = [carried for stage, carried in records if stage == "train"]
@@ -126,10 +128,10 @@ def test_short_fit_lowers_the_loss(short_fit):
 
 def test_generation_is_deterministic_for_a_seed(short_fit, capsys):
     cli, _ = short_fit
-    folder = Path(cli.trainer.checkpoint_callback.dirpath)
-    checkpoint = folder / "last.ckpt"
-    assert (folder / "tokenizer.json").is_file()  # saved with the run, beside the checkpoints
-    task, tokenizer = load(checkpoint)
+    folder = Path(cli.trainer.log_dir)
+    checkpoint = folder / "checkpoints" / "last.ckpt"
+    assert (folder / "tokenizer.json").is_file()  # saved with the run
+    task, tokenizer = load_run(folder)
     assert tokenizer.get_vocab() == cli.datamodule.tokenizer.get_vocab()
     first = generate(task, tokenizer, "Wherefore art thou, Xyzzy", 20, temperature=1.0, top_k=50, seed=7)
     again = generate(task, tokenizer, "Wherefore art thou, Xyzzy", 20, temperature=1.0, top_k=50, seed=7)
@@ -140,33 +142,32 @@ def test_generation_is_deterministic_for_a_seed(short_fit, capsys):
     assert "<unk>" not in words[4:]  # banned unless --allow_unknown
     greedy = generate(task, tokenizer, "to be or not", 5, temperature=0)
     assert greedy == generate(task, tokenizer, "to be or not", 5, temperature=0, seed=99)  # argmax: no randomness
-    main(["--checkpoint", str(checkpoint), "--tokenizer", str(folder / "tokenizer.json"),
+    main(["--run", str(checkpoint), "--tokenizer", str(folder / "tokenizer.json"),
           "--prompt", "Wherefore art thou, Xyzzy", "--words", "20", "--top_k", "50", "--seed", "7"])
     assert capsys.readouterr().out.strip() == first
 
 
-def test_test_from_checkpoint_rebuilds_the_net(short_fit, tmp_path):
+def test_test_from_checkpoint_rebuilds_the_net(short_fit, shakespeare, tmp_path):
     cli, _ = short_fit
     checkpoint = Path(cli.trainer.checkpoint_callback.dirpath) / "last.ckpt"
-    tested = CLI(args=["test", "--config", str(Path(__file__).parents[1] / "configs" / "shakespeare.yaml"),
-                       f"--ckpt_path={checkpoint}", f"--trainer.logger.init_args.save_dir={tmp_path}",
-                       f"--data.init_args.path={SHAKESPEARE}"])
+    tested = CLI(args=["test", "--config", CONFIG, f"--ckpt_path={checkpoint}",
+                       f"--trainer.logger.init_args.save_dir={tmp_path}", f"--data.init_args.path={shakespeare}"])
     metrics = tested.trainer.callback_metrics
-    assert tested.model.hparams.hidden_size == 32  # taken from the checkpoint
+    assert tested.model.hparams.net["hidden_size"] == 32  # taken from the checkpoint
     assert metrics["test/perplexity"] == pytest.approx(math.exp(metrics["test/loss"]), rel=1e-4)
     assert metrics["test/loss"] < math.log(2610)
     with pytest.raises(ConfigError, match="vocabulary"):  # another vocabulary cannot load these weights
-        CLI(args=["test", "--config", str(Path(__file__).parents[1] / "configs" / "shakespeare.yaml"),
-                  f"--ckpt_path={checkpoint}", f"--trainer.logger.init_args.save_dir={tmp_path}",
-                  f"--data.init_args.path={SHAKESPEARE}", "--data.init_args.min_count=3"])
+        CLI(args=["test", "--config", CONFIG, f"--ckpt_path={checkpoint}", f"--trainer.logger.init_args.save_dir={tmp_path}",
+                  f"--data.init_args.path={shakespeare}", "--data.init_args.min_count=3"])
 
 
 @pytest.mark.parametrize("name, layers, lr", [("shakespeare", 1, 1e-3), ("shakespeare_multi", 3, 5e-4)])
-def test_configs_are_the_recipe(config_path, name, layers, lr):
-    cli = CLI(args=["--config", config_path(name), f"--data.init_args.path={SHAKESPEARE}"], run=False)
-    model, data, trainer = cli.model.hparams, cli.datamodule, cli.trainer
-    assert (model.num_layers, model.lr, model.embedding_size, model.hidden_size) == (layers, lr, 128, 128)
-    assert model.vocab_size is None and model.cell == "lstm" and model.init == "tf1" and model.stateful
+def test_configs_are_the_recipe(config_path, shakespeare, name, layers, lr):
+    cli = CLI(args=["--config", config_path(name), f"--data.init_args.path={shakespeare}"], run=False)
+    net, data, trainer = cli.model.hparams.net, cli.datamodule, cli.trainer
+    assert (net["num_layers"], net["embedding_size"], net["hidden_size"]) == (layers, 128, 128)
+    assert cli.config.optimizer.init_args.lr == lr and cli.config.optimizer.class_path == "torch.optim.Adam"
+    assert net["vocab_size"] == 2610 and net["cell"] == "lstm" and net["init"] == "tf1" and cli.model.hparams.stateful
     assert (data.batch_size, data.seq_len, data.min_count, data.keep_punctuation) == (100, 50, 6, False)
     assert data.sha256 == "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
     assert (trainer.max_epochs, trainer.gradient_clip_val, trainer.gradient_clip_algorithm) == (10, 4.5, "norm")

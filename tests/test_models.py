@@ -1,24 +1,14 @@
-"""The regressor's closed-loop generation feeds its own predictions back."""
+"""Closed-loop generation feeds the model's own predictions back; the regressor's shapes."""
 
 import torch
-from torch import nn
 
-from lstm_pl import SequenceRegressor
-
-
-class LastValuePlusOne(nn.Module):
-    """A stand-in recurrent stack whose 'hidden state' is the input plus one, so y_t = x_T + 1."""
-
-    def forward(self, x):
-        return x + 1.0, None
+from lstm_pl import RegressorSettings, SequenceRegressor, closed_loop
 
 
 def test_closed_loop_feeds_back_predictions():
-    model = SequenceRegressor(input_size=1, hidden_size=1, init="torch")
-    model.rnn = LastValuePlusOne()
-    model.head = nn.Identity()
+    last_plus_one = lambda x: x[:, -1] + 1.0  # (1, T, 1) -> (1, 1): the last value plus one
     window = torch.zeros(25, 1)
-    out = model.closed_loop(window, steps=226)
+    out = closed_loop(last_plus_one, window, steps=226)
     assert out.shape == (226,)
     # Fed back, each prediction is the previous plus one: 1, 2, 3, ...; fed the data (zeros), all would be 1.
     assert torch.equal(out, torch.arange(1, 227, dtype=torch.float32))
@@ -26,5 +16,5 @@ def test_closed_loop_feeds_back_predictions():
 
 
 def test_forward_shapes():
-    model = SequenceRegressor(input_size=2, output_size=1, hidden_size=7, num_layers=2)
+    model = SequenceRegressor(RegressorSettings(input_size=2, output_size=1, hidden_size=7, num_layers=2))
     assert model(torch.randn(5, 30, 2)).shape == (5, 1)

@@ -25,7 +25,7 @@ CASES = {
     "adding": ("adding", ["--trainer.max_steps=30"]),
     "adding_solve": ("adding_solve", ["--trainer.max_steps=20", "--data.init_args.t=50", "--data.init_args.n_sequence=400"]),
     "shakespeare": ("shakespeare", ["--trainer.max_steps=12", "--trainer.limit_train_batches=6", "--trainer.limit_val_batches=2",
-                                    "--model.init_args.embedding_size=16", "--model.init_args.hidden_size=16",
+                                    "--model.init_args.net.embedding_size=16", "--model.init_args.net.hidden_size=16",
                                     "--data.init_args.seq_len=10", f"--data.init_args.path={SHAKESPEARE}"]),
 }
 

@@ -2,6 +2,7 @@
 batches, and a download that keeps nothing unless its checksum matches."""
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +10,6 @@ import torch
 
 from lstm_pl import ConfigError, TextDataModule
 from lstm_pl.text import UNKNOWN, StreamWindows, download, split_words, word_tokenizer
-
-from conftest import SHAKESPEARE
 
 LINE = "First Citizen:\nWe know't, we know't!  O'er the well-beloved--hill; 'tis DONE."
 
@@ -72,10 +71,10 @@ def test_windows_are_shifted_contiguous_streams():
         windows[5]
 
 
-def test_shakespeare_splits_do_not_overlap():
-    data = TextDataModule(path=str(SHAKESPEARE), batch_size=100, seq_len=50)
+def test_shakespeare_splits_do_not_overlap(shakespeare):
+    data = TextDataModule(path=str(shakespeare), batch_size=100, seq_len=50)
     data.setup("fit")
-    words = split_words(data.tokenizer, SHAKESPEARE.read_text())
+    words = split_words(data.tokenizer, shakespeare.read_text())
     ids = np.array(data.tokenizer.encode(words, is_pretokenized=True).ids)
     train, val, test = (data.splits[s] for s in ("train", "val", "test"))
     assert len(words) == 203_127 and (len(train), len(val), len(test)) == (182_815, 10_156, 10_156)
@@ -101,10 +100,10 @@ def test_download_is_verified_and_atomic(tmp_path):
     source.write_bytes(payload)
     cache = tmp_path / "cache"
 
-    with pytest.raises(ConfigError, match="data.sha256"):
+    with pytest.raises(ConfigError, match="data.init_args.sha256"):
         download(source.as_uri(), sha256(b"something else"), cache / "input.txt")
     assert list(cache.iterdir()) == []  # neither the file nor a partial one
-    with pytest.raises(ConfigError, match="data.url"):
+    with pytest.raises(ConfigError, match="data.init_args.url"):
         download((tmp_path / "missing.txt").as_uri(), sha256(payload), cache / "input.txt")
     assert list(cache.iterdir()) == []
 
@@ -119,7 +118,7 @@ def test_download_is_verified_and_atomic(tmp_path):
 
     wrong = TextDataModule(path=None, url=(tmp_path / "x.txt").as_uri(), sha256=sha256(b"x"), cache_dir=str(cache / "2"))
     (tmp_path / "x.txt").write_bytes(b"y")
-    with pytest.raises(ConfigError, match="data.sha256"):
+    with pytest.raises(ConfigError, match="data.init_args.sha256"):
         wrong.prepare_data()
     assert not (cache / "2" / "x.txt").exists()
 
@@ -133,26 +132,28 @@ def test_local_file_is_preferred_and_checked(tmp_path):
     data.setup("fit")
     assert data.source == local and not (tmp_path / "cache").exists()
     bad = TextDataModule(path=str(local), url="file:///nowhere/input.txt", sha256="0" * 64, min_count=1, batch_size=2)
-    with pytest.raises(ConfigError, match="data.sha256"):
+    with pytest.raises(ConfigError, match="data.init_args.sha256"):
         bad.setup("fit")
 
 
-@pytest.mark.parametrize("kwargs, key", [
-    (dict(path=None), "data.path"),
-    (dict(path="no/such/file.txt"), "data.path"),
-    (dict(url="https://example.org/x.txt"), "data.sha256"),
-    (dict(url="https://example.org/x.txt", sha256="abc"), "data.sha256"),
-    (dict(batch_size=0), "data.batch_size"),
-    (dict(seq_len=0), "data.seq_len"),
-    (dict(min_count=0), "data.min_count"),
-    (dict(val_fraction=0.0), "data.val_fraction"),
+@pytest.mark.parametrize("override, key", [
+    ("--data.init_args.url=null --data.init_args.path=no/such/file.txt", "data.init_args.path"),
+    ("--data.init_args.sha256=abc", "data.init_args.sha256"),
+    ("--data.init_args.batch_size=0", "data.init_args.batch_size"),
+    ("--data.init_args.seq_len=0", "data.init_args.seq_len"),
+    ("--data.init_args.min_count=0", "data.init_args.min_count"),
+    ("--data.init_args.val_fraction=0.0", "data.init_args.val_fraction"),
 ])
-def test_bad_config_names_the_key(kwargs, key):
-    with pytest.raises(ConfigError, match=key):
-        TextDataModule(**{"path": str(SHAKESPEARE), **kwargs})
+def test_bad_config_names_the_key(override, key, capsys):
+    from lstm_pl.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", str(Path(__file__).parents[1] / "configs" / "shakespeare.yaml"), *override.split()])
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(errors) == 1 and key in errors[0], errors
 
 
 def test_batch_too_large_for_a_split(tmp_path):
     data = TextDataModule(path=str(corpus(tmp_path, ["a"] * 360, ["b"] * 40)), min_count=1, batch_size=15)
-    with pytest.raises(ConfigError, match="data.batch_size"):
+    with pytest.raises(ConfigError, match="data.init_args.batch_size"):
         data.setup("fit")

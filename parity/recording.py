@@ -1,0 +1,22 @@
+"""What the PyTorch side hands the TensorFlow side: one record of plain numbers and numpy arrays
+(no torch, no lstm_pl), so that the TensorFlow side stays an implementation of its own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Recording:
+    """One PyTorch training run, as TensorFlow needs it."""
+
+    spec: dict                  # the network, from the parsed config: kind, cell, sizes, ...
+    optimizer: dict             # lr, betas, eps of the Adam the config asked for
+    clip: dict | None           # the Trainer's gradient clipping: value, algorithm ("norm" / "value")
+    weights: dict               # the initial weights, in Keras' layout (pytorch_side.keras_layout)
+    batches: list = field(default_factory=list)      # (x, y) per step, in order
+    epochs: list = field(default_factory=list)       # the epoch of each step
+    losses: list = field(default_factory=list)       # the training loss of each step (before its update)
+    val_batches: list = field(default_factory=list)  # the final validation's (x, y), in order
+    val_loss: float = float("nan")
+    seconds: float = 0.0
