@@ -3,8 +3,8 @@
     python benchmarks/adding_ablation.py [--cells lstm lstm_peephole lstm_cec rnn] [--config configs/adding_solve.yaml]
 
 Each cell trains through the CLI, exactly as
-    python -m lstm_pl fit --config configs/adding_solve.yaml --model.init_args.cell=CELL
-(cells without a forget gate get --model.init_args.chrono_t_max=null: chrono initialisation sets
+    python -m lstm_pl fit --config configs/adding_solve.yaml --model.init_args.net.cell=CELL
+(cells without a forget gate get --model.init_args.net.chrono_t_max=null: chrono initialisation sets
 forget-gate biases), and one Markdown row is printed per cell: the final validation MSE, the
 first step whose validation MSE is below 0.01 (or 'not reached'), seconds per training step
 (wall time of fit over steps, validation included), and the within-0.04 share.
@@ -12,7 +12,6 @@ first step whose validation MSE is below 0.01 (or 'not reached'), seconds per tr
 
 import argparse
 import time
-from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -22,10 +21,10 @@ NO_FORGET_GATE = {"rnn", "lstm_cec"}
 
 
 def run(cell: str, config: str, save_dir: str) -> str:
-    overrides = [f"--model.init_args.cell={cell}", f"--trainer.logger.init_args.save_dir={save_dir}",
+    overrides = [f"--model.init_args.net.cell={cell}", f"--trainer.logger.init_args.save_dir={save_dir}",
                  f"--trainer.logger.init_args.name=ablation_{cell}"]
     if cell in NO_FORGET_GATE:
-        overrides.append("--model.init_args.chrono_t_max=null")
+        overrides.append("--model.init_args.net.chrono_t_max=null")
     start = time.perf_counter()
     cli = CLI(args=["fit", "--config", config, *overrides])
     seconds = time.perf_counter() - start

@@ -11,13 +11,13 @@ import time
 
 import torch
 
-from lstm_pl import SequenceRegressor
+from lstm_pl import RegressorSettings, SequenceRegressor
 
 
 def training_step(cell: str, batch: int, steps: int, hidden: int):
     """A closure running one training step of a fresh hidden-``hidden`` regressor built on ``cell``."""
     torch.manual_seed(0)
-    model = SequenceRegressor(input_size=2, output_size=1, cell=cell, hidden_size=hidden, init="tf1")
+    model = SequenceRegressor(RegressorSettings(input_size=2, output_size=1, cell=cell, hidden_size=hidden, init="tf1"))
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     x, y = torch.randn(batch, steps, 2), torch.randn(batch, 1)
 

@@ -249,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"parity: error: {error}", file=sys.stderr)
         return 2
     run = args.out if args.out is not None else next_version(Path("runs") / "parity")
+    existed = run.exists()
     reports, refused = [], []
     for path in paths:
         try:
@@ -267,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         with atomic_write(run / "summary.md") as partial:
             partial.write_text(summary + "\n")
         print(summary)
+    if not existed and run.is_dir() and not any(run.iterdir()):
+        run.rmdir()  # every comparison was refused: leave nothing behind
     if refused:
         return 2
     return 0 if all(r["passed"] for r in reports) else 1

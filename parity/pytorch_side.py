@@ -18,6 +18,7 @@ from torchmetrics import Metric
 from lstm_pl.cells import recurrent_layers
 from lstm_pl.cli import CLI
 from lstm_pl.errors import ConfigError
+from lstm_pl.files import atomic_write
 from lstm_pl.tasks import LanguageModelTask, RegressionTask
 
 from .recording import Recording
@@ -192,6 +193,8 @@ def record(config: str, dtype: str, steps: int | None, folder: Path, overrides: 
     torch.set_num_threads(threads)
     try:
         cli = build(config, list(overrides))
+        with atomic_write(folder / "config.yaml") as partial:
+            partial.write_text(cli.parser.dump(cli.config, skip_none=False))
         kind = task_kind(cli)
         spec = describe(cli, kind)
         check_comparable(cli, spec)

@@ -115,3 +115,10 @@ def test_sine_bad_config_names_the_key(override, key, config_path, capsys):
         main(["fit", "--config", config_path("sine"), override])
     errors = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and len(errors) == 1 and key in errors[0], errors
+
+
+def test_adding_bad_config_names_the_key():
+    with pytest.raises(ConfigError, match="data.init_args.t "):
+        AddingDataModule(t=1)
+    with pytest.raises(ConfigError, match="data.init_args.n_sequence"):
+        AddingDataModule(n_sequence=1)

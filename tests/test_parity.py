@@ -74,6 +74,7 @@ def test_report_files(tmp_path, capsys):
     assert {"max_abs_diff", "max_rel_diff", "first_step_over_tolerance", "val_rel_diff", "verdict"} <= set(report)
     assert report["pytorch"]["val_loss"] > 0 and report["tensorflow"]["val_loss"] > 0
     assert (folder / "overlay.png").stat().st_size > 10_000
+    assert "sine_rnn" in (folder / "pytorch" / "config.yaml").read_text()  # the resolved config it ran
     for side in ("pytorch", "tensorflow"):
         events = EventAccumulator(str(folder / side))
         events.Reload()

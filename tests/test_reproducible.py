@@ -16,7 +16,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 PINNED = Path(__file__).with_name("pinned") / "trajectories.json"
-SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 
 # Each case: a shipped config, shortened to a few seconds by overrides that exist before and after
 # refactors (a step budget, smaller sizes), so that the pinned values keep meaning the same run.
@@ -26,7 +25,7 @@ CASES = {
     "adding_solve": ("adding_solve", ["--trainer.max_steps=20", "--data.init_args.t=50", "--data.init_args.n_sequence=400"]),
     "shakespeare": ("shakespeare", ["--trainer.max_steps=12", "--trainer.limit_train_batches=6", "--trainer.limit_val_batches=2",
                                     "--model.init_args.net.embedding_size=16", "--model.init_args.net.hidden_size=16",
-                                    "--data.init_args.seq_len=10", f"--data.init_args.path={SHAKESPEARE}"]),
+                                    "--data.init_args.seq_len=10"]),
 }
 
 
@@ -38,14 +37,14 @@ class StepLosses(pl.Callback):
         self.losses.append(float(outputs["loss"]))
 
 
-def run(case: str, tmp_path: Path) -> dict:
+def run(case: str, tmp_path: Path, *extra: str) -> dict:
     """Train ``case`` through the CLI (no logger, no callbacks) and return its
     per-step losses, final validation loss and a digest of the final weights."""
     from lstm_pl.cli import CLI
 
     config, overrides = CASES[case]
     torch.set_num_threads(1)
-    cli = CLI(args=["--config", str(ROOT / "configs" / f"{config}.yaml"), *overrides, "--trainer.logger=false",
+    cli = CLI(args=["--config", str(ROOT / "configs" / f"{config}.yaml"), *overrides, *extra, "--trainer.logger=false",
                     f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_model_summary=false"], run=False)
     steps = StepLosses()
     cli.trainer.callbacks = [steps]  # figures, checkpoints and early stopping do not change the steps
@@ -59,11 +58,10 @@ def run(case: str, tmp_path: Path) -> dict:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_trajectory_is_pinned(case, tmp_path):
-    if case == "shakespeare" and not SHAKESPEARE.is_file():
-        pytest.skip(f"{SHAKESPEARE} is not there")
+def test_trajectory_is_pinned(case, tmp_path, request):
+    extra = [f"--data.init_args.path={request.getfixturevalue('shakespeare')}"] if case == "shakespeare" else []
     expected = json.loads(PINNED.read_text())[case]
-    got = run(case, tmp_path)
+    got = run(case, tmp_path, *extra)
     assert [float.fromhex(x) for x in got["losses"]] == [float.fromhex(x) for x in expected["losses"]]
     assert float.fromhex(got["val_loss"]) == float.fromhex(expected["val_loss"])
     assert got["weights"] == expected["weights"]
