@@ -12,6 +12,7 @@ import torch
 from matplotlib.figure import Figure
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from .errors import ConfigError
 from .files import atomic_write
 from .models import closed_loop
 
@@ -45,18 +46,33 @@ def evaluating(module: torch.nn.Module):
 
 
 class LossCurves(pl.Callback):
-    """The loss curves against the optimizer step: ``train_key``'s loss every
-    ``log_every_n_steps`` steps (kept as tensors: no host sync in the training loop) and
-    ``val_key`` at every validation."""
+    """The loss curves against the optimizer step: the training loss every ``log_every_n_steps``
+    steps (kept as tensors: no host sync in the training loop) and ``val_key`` at every validation.
 
-    def __init__(self, val_key: str = "val/loss", log_scale: bool = True):
-        self.val_key, self.log_scale = val_key, log_scale
+    The training loss is the one the step computed, before its update; with ``after_update`` it is
+    the loss of the same batch re-evaluated after the update, as the original recorded it (one
+    more forward pass per recorded step; logged as ``train/loss_after_update``; tasks with a
+    ``batch_loss`` only, i.e. the regressions)."""
+
+    def __init__(self, val_key: str = "val/loss", log_scale: bool = True, after_update: bool = False):
+        self.val_key, self.log_scale, self.after_update = val_key, log_scale, after_update
         self.train: list[tuple[int, torch.Tensor]] = []
         self.val: list[tuple[int, torch.Tensor]] = []
 
+    def setup(self, trainer, pl_module, stage):
+        if self.after_update and not hasattr(pl_module, "batch_loss"):
+            raise ConfigError(f"trainer.callbacks: LossCurves.after_update needs a task with batch_loss; "
+                              f"{type(pl_module).__name__} has none")
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step % trainer.log_every_n_steps == 0:
-            self.train.append((trainer.global_step, outputs["loss"].detach()))
+        if trainer.global_step % trainer.log_every_n_steps != 0:
+            return
+        loss = outputs["loss"].detach()
+        if self.after_update:
+            with torch.no_grad():
+                loss = pl_module.batch_loss(batch)
+            pl_module.log("train/loss_after_update", loss)
+        self.train.append((trainer.global_step, loss))
 
     def on_validation_epoch_end(self, trainer, pl_module):
         if not trainer.sanity_checking and self.val_key in trainer.callback_metrics:
@@ -67,7 +83,8 @@ class LossCurves(pl.Callback):
             return
         figure = Figure(figsize=(7, 4))
         ax = figure.subplots()
-        for points, label in ((self.train, "train/loss"), (self.val, self.val_key)):
+        train_label = "train/loss_after_update" if self.after_update else "train/loss"
+        for points, label in ((self.train, train_label), (self.val, self.val_key)):
             if points:
                 steps, values = zip(*points)
                 ax.plot(steps, torch.stack(values).float().cpu().numpy(), label=label)

@@ -2,7 +2,10 @@
 
 Both tasks are small arrays held in memory: ``x`` (N, T, F) sequences and ``y`` (N, 1) targets,
 split 90/10 as the original's ``sklearn.model_selection.train_test_split(test_size=0.1,
-random_state=1)`` did (reproduced here index for index, without scikit-learn).
+random_state=1)`` did (reproduced here index for index, without scikit-learn). The original drew
+everything from numpy's global stream after ``numpy.random.seed(seed)``; here each DataModule
+draws from its own ``RandomState(seed)`` (the same numbers, without touching the global state),
+which ``sampling: original`` then continues for the minibatches, as the original's loop did.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import abc
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pytorch_lightning as pl
@@ -30,14 +34,17 @@ def train_test_split_indices(n: int, test_size: float = 0.1, random_state: int =
     return permutation[n_test:], permutation[:n_test]
 
 
-def noisy_sine(length: int = 251, period: float = 100.0, noise: float = 0.05, seed: int = 12) -> tuple[np.ndarray, np.ndarray]:
-    """The original's wave: f(t) = sin(2πt / period) + noise · U(-1, 1), t = 0 .. length-1, the
-    noise from ``numpy.random.seed(seed)`` then one ``uniform(-1, 1, length)`` call.
+def noisy_sine(length: int = 251, period: float = 100.0, noise: float = 0.05, seed: int = 12,
+               rng: np.random.RandomState | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The original's wave: f(t) = sin(2π·(t / period)) + noise · U(-1, 1), t = 0 .. length-1,
+    computed in the original's order (t / period first: in float64 that differs from 2πt / period
+    in the last bits of 83 of the 251 values), the noise one ``uniform(-1, 1, length)`` call from
+    ``rng`` (default ``RandomState(seed)``, the stream of ``numpy.random.seed(seed)``).
     Returns (noisy, clean)."""
-    np.random.seed(seed)
-    draws = np.random.uniform(low=-1.0, high=1.0, size=length)
-    clean = np.sin(2.0 * np.pi * np.arange(length) / period)
-    return clean + noise * draws, clean
+    rng = np.random.RandomState(seed) if rng is None else rng
+    draws = noise * rng.uniform(low=-1.0, high=1.0, size=length)
+    clean = np.sin(2.0 * np.pi * (np.arange(length) / period))
+    return clean + draws, clean
 
 
 def sliding_windows(series: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -48,16 +55,17 @@ def sliding_windows(series: np.ndarray, window: int) -> tuple[np.ndarray, np.nda
     return x, series[window:, None]
 
 
-def adding_problem(t: int = 250, n_sequence: int = 10_000, seed: int = 12) -> tuple[np.ndarray, np.ndarray]:
-    """The adding problem as the original generates it: ``numpy.random.seed(seed)``; one
-    ``uniform(0, 1, (n, t))`` call for the signals; then, sequence by sequence,
+def adding_problem(t: int = 250, n_sequence: int = 10_000, seed: int = 12,
+                   rng: np.random.RandomState | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The adding problem as the original generates it from ``rng`` (default ``RandomState(seed)``):
+    one ``uniform(0, 1, (n, t))`` call for the signals; then, sequence by sequence,
     ``permutation(arange(t))[:2]`` marks two positions. x (n, t, 2) = (signal, mask),
     y (n, 1) = the sum of the two marked signals."""
-    np.random.seed(seed)
-    signals = np.random.uniform(low=0.0, high=1.0, size=(n_sequence, t))
+    rng = np.random.RandomState(seed) if rng is None else rng
+    signals = rng.uniform(low=0.0, high=1.0, size=(n_sequence, t))
     masks = np.zeros((n_sequence, t))
     for i in range(n_sequence):
-        masks[i, np.random.permutation(np.arange(t))[:2]] = 1.0
+        masks[i, rng.permutation(np.arange(t))[:2]] = 1.0
     x = np.stack([signals, masks], axis=-1)
     y = (signals * masks).sum(axis=1, keepdims=True)
     return x, y
@@ -76,32 +84,53 @@ class WithReplacement(Sampler[int]):
             yield from torch.randint(high=self.n, size=(self.chunk,), generator=self.generator).tolist()
 
 
+class OriginalStream(Sampler[int]):
+    """The original's minibatches: ``numpy.random.choice(n, size=batch)`` every step, from the
+    numpy stream where the data generation left it (``state``), endlessly."""
+
+    def __init__(self, n: int, batch: int, state: tuple):
+        self.n, self.batch, self.state = n, batch, state
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.RandomState()
+        rng.set_state(self.state)
+        while True:
+            yield from rng.choice(self.n, size=self.batch).tolist()
+
+
+Sampling = Literal["with_replacement", "original", "epochs"]
+
+
 class ArrayDataModule(pl.LightningDataModule, abc.ABC):
     """In-memory sequences split 90/10 the original's way; subclasses only make the arrays.
 
-    Training batches: with ``replacement`` (the original's way), an endless stream of batches
-    drawn with replacement from the training split by a generator seeded with ``sampling_seed``,
-    so the budget is ``trainer.max_steps``; without, ordinary epochs, each a shuffled pass.
+    Training batches (``sampling``), each an endless stream, so the budget is ``trainer.max_steps``:
+    ``with_replacement``, batches drawn with replacement by a torch generator seeded with
+    ``sampling_seed``; ``original``, the original's ``numpy.random.choice`` batches, continuing the
+    numpy stream after the data generation (``OriginalStream``). Or ``epochs``: ordinary epochs,
+    each a shuffled pass (the budget ``trainer.max_epochs``).
     """
 
     input_size: int  # features per time step: the model's input_size (linked by the CLI)
 
-    def __init__(self, batch_size: PositiveInt = 10, replacement: bool = True, val_size: OpenUnitInterval = 0.1,
-                 split_seed: int = 1, sampling_seed: int = 0, num_workers: int = 0):
+    def __init__(self, seed: int = 12, batch_size: PositiveInt = 10, sampling: Sampling = "with_replacement",
+                 val_size: OpenUnitInterval = 0.1, split_seed: int = 1, sampling_seed: int = 0, num_workers: int = 0):
         super().__init__()
-        self.batch_size, self.replacement = batch_size, replacement
+        self.seed, self.batch_size, self.sampling = seed, batch_size, sampling
         self.val_size, self.split_seed, self.sampling_seed = val_size, split_seed, sampling_seed
         self.num_workers = num_workers
         self.x: np.ndarray | None = None
 
     @abc.abstractmethod
-    def make_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """x (N, T, F) and y (N, 1), as numpy arrays."""
+    def make_arrays(self, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
+        """x (N, T, F) and y (N, 1), as numpy arrays, drawing from ``rng`` as the original did."""
 
     def setup(self, stage: str | None = None) -> None:
         if self.x is not None:
             return
-        self.x, self.y = self.make_arrays()
+        rng = np.random.RandomState(self.seed)
+        self.x, self.y = self.make_arrays(rng)
+        self.stream_after_generation = rng.get_state()
         self.train_idx, self.val_idx = train_test_split_indices(len(self.x), self.val_size, self.split_seed)
         as_tensors = lambda idx: TensorDataset(torch.tensor(self.x[idx], dtype=torch.float32),
                                                torch.tensor(self.y[idx], dtype=torch.float32))
@@ -109,8 +138,10 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.sampling_seed)
-        if self.replacement:
+        if self.sampling == "with_replacement":
             sampler = WithReplacement(len(self.train_set), self.batch_size, generator)
+        elif self.sampling == "original":
+            sampler = OriginalStream(len(self.train_set), self.batch_size, self.stream_after_generation)
         else:
             sampler = RandomSampler(self.train_set, generator=generator)
         return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers)
@@ -140,20 +171,22 @@ class SineDataModule(ArrayDataModule):
 
     input_size = 1
 
-    def __init__(self, length: PositiveInt = 251, period: float = 100.0, noise: float = 0.05, seed: int = 12,
+    def __init__(self, length: PositiveInt = 251, period: float = 100.0, noise: float = 0.05,
                  window: PositiveInt = 25, **kwargs):
         super().__init__(**kwargs)
         if window >= length:
             raise ConfigError(f"data.init_args.window ({window}) must be shorter than the series "
                               f"(data.init_args.length = {length})")
-        self.length, self.period, self.noise, self.seed, self.window = length, period, noise, seed, window
-        self.series, self.clean = noisy_sine(length, period, noise, seed)
+        self.length, self.period, self.noise, self.window = length, period, noise, window
 
-    def make_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+    def make_arrays(self, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
+        self.series, self.clean = noisy_sine(self.length, self.period, self.noise, rng=rng)
         return sliding_windows(self.series, self.window)
 
     @property
     def waveform(self) -> Waveform:
+        """The series and the clean wave (after ``setup``), for the figure."""
+        self.setup()
         return Waveform(self.series, self.clean, self.window)
 
 
@@ -162,13 +195,13 @@ class AddingDataModule(ArrayDataModule):
 
     input_size = 2
 
-    def __init__(self, t: int = 250, n_sequence: int = 10_000, seed: int = 12, **kwargs):
+    def __init__(self, t: int = 250, n_sequence: int = 10_000, **kwargs):
         super().__init__(**kwargs)
         if t < 2:
             raise ConfigError(f"data.init_args.t must be at least 2 (two marked positions), got {t}")
         if n_sequence < 2:
             raise ConfigError(f"data.init_args.n_sequence must be at least 2, got {n_sequence}")
-        self.t, self.n_sequence, self.seed = t, n_sequence, seed
+        self.t, self.n_sequence = t, n_sequence
 
-    def make_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        return adding_problem(self.t, self.n_sequence, self.seed)
+    def make_arrays(self, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
+        return adding_problem(self.t, self.n_sequence, rng=rng)

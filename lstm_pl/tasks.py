@@ -39,9 +39,13 @@ class RegressionTask(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def training_step(self, batch, batch_idx):
+    def batch_loss(self, batch) -> torch.Tensor:
+        """The training loss of one batch: the mean squared error, mean((ŷ - y)²)."""
         x, y = batch
-        loss = F.mse_loss(self(x), y)
+        return F.mse_loss(self(x), y)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.batch_loss(batch)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 

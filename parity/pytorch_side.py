@@ -17,19 +17,30 @@ from torchmetrics import Metric
 
 from lstm_pl.cells import recurrent_layers
 from lstm_pl.cli import CLI
+from lstm_pl.data import AddingDataModule, SineDataModule
 from lstm_pl.errors import ConfigError
 from lstm_pl.files import atomic_write
 from lstm_pl.tasks import LanguageModelTask, RegressionTask
+from lstm_pl.text import TextDataModule
 
 from .recording import Recording
 
 PRECISION = {"float32": "32-true", "float64": "64-true"}
 KINDS = {RegressionTask: "regression", LanguageModelTask: "language_model"}
+DATA_KINDS = {SineDataModule: "sine", AddingDataModule: "adding", TextDataModule: "text"}
+ADAM_FORMS = {"lstm_pl.optim.TFAdam": "tf", "torch.optim.Adam": "torch"}
+BACKENDS = ("keras", "tf1")
 # Without --steps, a comparison follows the config's own budget up to these many steps: all of it for
 # sine and adding (500), the first 500 of adding_solve's 8,000. For the language models, 50 steps:
 # their float64 steps take 1-3 s each on this CPU; 50 crosses the state reset at the start of the
 # second epoch (an epoch of the shakespeare configs is 37 windows).
 DEFAULT_STEPS = {"regression": 500, "language_model": 50}
+
+
+class NotComparable(ConfigError):
+    """A config that the chosen TensorFlow backend cannot follow step for step (said in one line)."""
+
+
 TWO_BIASES = ("model.init_args.net.single_bias: false leaves nn.LSTM / nn.RNN two biases per gate (bias_ih and "
               "bias_hh, each moved by Adam) where TensorFlow trains one, so no TensorFlow run can follow; compare "
               "with single_bias: true")
@@ -55,7 +66,7 @@ def keras_layout(net: torch.nn.Module) -> tuple[dict, set[int]]:
     layers = []
     for layer in recurrent_layers(net.rnn):
         if layer["bias_hh"] is not None and layer["bias_hh"].requires_grad:
-            raise ConfigError(TWO_BIASES)
+            raise NotComparable(TWO_BIASES)
         w_ih, w_hh, b, b_hh, peephole = take(layer["weight_ih"], layer["weight_hh"], layer["bias"], layer["bias_hh"],
                                              layer["peephole"])
         layers.append(dict(kernel=w_ih.T.copy(), recurrent_kernel=w_hh.T.copy(),
@@ -81,7 +92,7 @@ class Recorder(pl.Callback):
         self.weights, used = keras_layout(pl_module.net)
         unmapped = [name for name, p in pl_module.named_parameters() if p.requires_grad and id(p) not in used]
         if unmapped:
-            raise ConfigError(f"model: no TensorFlow counterpart for the parameters {', '.join(unmapped)}")
+            raise NotComparable(f"model: no TensorFlow counterpart for the parameters {', '.join(unmapped)}")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.batches.append(tuple(t.detach().cpu().numpy().copy() for t in batch))
@@ -114,44 +125,70 @@ def task_kind(cli: CLI) -> str:
     for task, kind in KINDS.items():
         if isinstance(cli.model, task):
             return kind
-    raise ConfigError(f"model.class_path: {type(cli.model).__name__} has no TensorFlow counterpart in the parity "
-                      f"harness (known: {', '.join(t.__name__ for t in KINDS)})")
+    raise NotComparable(f"model.class_path: {type(cli.model).__name__} has no TensorFlow counterpart in the parity "
+                        f"harness (known: {', '.join(t.__name__ for t in KINDS)})")
 
 
 def describe(cli: CLI, kind: str) -> dict:
     """The network as the parsed config describes it (the data's link included)."""
     net = cli.model.hparams.net
     net = dataclasses.asdict(net) if dataclasses.is_dataclass(net) else dict(net)
-    spec = dict(kind=kind, cell=net["cell"], hidden_size=net["hidden_size"], num_layers=net["num_layers"])
+    spec = dict(kind=kind, cell=net["cell"], hidden_size=net["hidden_size"], num_layers=net["num_layers"],
+                init=net["init"])
     if kind == "regression":
-        spec.update(input_size=net["input_size"], output_size=net["output_size"])
+        spec.update(input_size=net["input_size"], output_size=net["output_size"], chrono_t_max=net["chrono_t_max"])
     else:
         spec.update(vocab_size=net["vocab_size"], embedding_size=net["embedding_size"], tie_weights=net["tie_weights"],
                     stateful=cli.model.hparams.stateful, dropout=net["dropout"])
     return spec
 
 
+def describe_data(cli: CLI) -> dict:
+    """The data as the parsed config describes it: its kind and the DataModule's settings."""
+    for module, kind in DATA_KINDS.items():
+        if isinstance(cli.datamodule, module):
+            return dict(kind=kind, **cli.config.data.init_args.as_dict())
+    raise NotComparable(f"data.class_path: {type(cli.datamodule).__name__} has no counterpart in the parity harness")
+
+
 def optimizer_settings(cli: CLI) -> dict:
-    """lr, betas and eps of the config's optimizer: plain Adam only (anything else refused)."""
+    """The config's Adam: its form (``tf``: lstm_pl.optim.TFAdam, TF1's; ``torch``:
+    torch.optim.Adam), lr, betas and eps; anything else refused."""
     optimizer = cli.config.get("optimizer")
-    if optimizer is None or optimizer.class_path != "torch.optim.Adam":
-        raise ConfigError(f"optimizer: the parity harness follows torch.optim.Adam; this config has "
-                          f"{getattr(optimizer, 'class_path', None)}")
+    form = ADAM_FORMS.get(getattr(optimizer, "class_path", None))
+    if form is None:
+        raise NotComparable(f"optimizer: the parity harness follows {' or '.join(ADAM_FORMS)}; this config has "
+                            f"{getattr(optimizer, 'class_path', None)}")
     if cli.config.get("lr_scheduler") is not None:
-        raise ConfigError("lr_scheduler: the parity harness does not follow learning-rate schedulers")
+        raise NotComparable("lr_scheduler: the parity harness does not follow learning-rate schedulers")
     args = optimizer.init_args
-    if args.weight_decay or args.amsgrad or args.maximize:
-        raise ConfigError("optimizer.init_args: the parity harness follows plain Adam (no weight decay, amsgrad, maximize)")
-    return dict(lr=float(args.lr), betas=[float(b) for b in args.betas], eps=float(args.eps))
+    if form == "torch" and (args.weight_decay or args.amsgrad or args.maximize):
+        raise NotComparable("optimizer.init_args: the parity harness follows plain Adam (no weight decay, amsgrad, "
+                            "maximize)")
+    return dict(form=form, lr=float(args.lr), betas=[float(b) for b in args.betas], eps=float(args.eps))
 
 
-def check_comparable(cli: CLI, spec: dict) -> None:
-    """Refuse, in one line naming the key, what no TensorFlow run could follow step for step."""
+def check_comparable(cli: CLI, spec: dict, optimizer: dict, backend: str, follow_torch_adam: bool) -> None:
+    """Refuse, in one line naming the key, what the TensorFlow ``backend`` cannot follow step for step."""
     if spec.get("dropout", 0.0) > 0.0:
-        raise ConfigError(f"model.init_args.net.dropout is {spec['dropout']}: dropout masks are random draws that "
-                          f"TensorFlow cannot share; compare with --model.init_args.net.dropout=0")
+        raise NotComparable(f"model.init_args.net.dropout is {spec['dropout']}: dropout masks are random draws that "
+                            f"TensorFlow cannot share; compare with --model.init_args.net.dropout=0")
     if cli.config.trainer.accumulate_grad_batches != 1:
-        raise ConfigError("trainer.accumulate_grad_batches must be 1 for a step-by-step comparison")
+        raise NotComparable("trainer.accumulate_grad_batches must be 1 for a step-by-step comparison")
+    if backend == "tf1":
+        if spec["kind"] != "regression" or spec["cell"] not in ("lstm", "rnn") or spec["num_layers"] != 1:
+            raise NotComparable(f"--tensorflow tf1 rebuilds the original programs (one LSTMCell or BasicRNNCell layer "
+                                f"on sine or adding); this config has {spec['kind']}, cell {spec['cell']}, "
+                                f"{spec['num_layers']} layers: use --tensorflow keras")
+        if optimizer["form"] != "tf":
+            raise NotComparable("optimizer: --tensorflow tf1 runs tf.train.AdamOptimizer; the config must choose "
+                                "lstm_pl.optim.TFAdam")
+        if cli.config.trainer.gradient_clip_val is not None:
+            raise NotComparable("trainer.gradient_clip_val: the original programs do not clip; use --tensorflow keras")
+    if optimizer["form"] == "torch" and not follow_torch_adam:
+        raise NotComparable("optimizer: torch.optim.Adam (ε added to the bias-corrected root) is not an update "
+                            "TensorFlow has; compare with lstm_pl.optim.TFAdam, or pass "
+                            "--tensorflow-follows-pytorch-adam to make TensorFlow follow PyTorch")
 
 
 def clipping(cli: CLI) -> dict | None:
@@ -183,11 +220,12 @@ def stripped_trainer(cli: CLI, kind: str, dtype: str, steps: int | None, folder:
 
 
 def record(config: str, dtype: str, steps: int | None, folder: Path, overrides: list[str] = (),
-           threads: int = 1) -> Recording:
+           threads: int = 1, backend: str = "keras", follow_torch_adam: bool = False) -> Recording:
     """Train ``config`` (with ``overrides``) in ``dtype`` on the CPU for ``steps`` optimizer steps
     (None: the config's budget, capped; see ``stripped_trainer``), recording everything TensorFlow
-    needs. PyTorch runs on ``threads`` CPU threads (restored afterwards): one is fastest for these
-    small models, and on a shared machine more threads spin against each other's load."""
+    needs; refuse first (``NotComparable``) what the TensorFlow ``backend`` cannot follow. PyTorch
+    runs on ``threads`` CPU threads (restored afterwards): one is fastest for these small models,
+    and on a shared machine more threads spin against each other's load."""
     start = time.perf_counter()
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -196,9 +234,8 @@ def record(config: str, dtype: str, steps: int | None, folder: Path, overrides: 
         with atomic_write(folder / "config.yaml") as partial:
             partial.write_text(cli.parser.dump(cli.config, skip_none=False))
         kind = task_kind(cli)
-        spec = describe(cli, kind)
-        check_comparable(cli, spec)
-        optimizer = optimizer_settings(cli)
+        spec, data, optimizer = describe(cli, kind), describe_data(cli), optimizer_settings(cli)
+        check_comparable(cli, spec, optimizer, backend, follow_torch_adam)
         recorder = Recorder()
         trainer = stripped_trainer(cli, kind, dtype, steps, folder, recorder)
         trainer.fit(cli.model, datamodule=cli.datamodule)
@@ -206,6 +243,6 @@ def record(config: str, dtype: str, steps: int | None, folder: Path, overrides: 
         val_loss = float(trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]["val/loss"])
     finally:
         torch.set_num_threads(previous_threads)
-    return Recording(spec=spec, optimizer=optimizer, clip=clipping(cli), weights=recorder.weights,
+    return Recording(spec=spec, data=data, optimizer=optimizer, clip=clipping(cli), weights=recorder.weights,
                      batches=recorder.batches, epochs=recorder.epochs, losses=recorder.losses,
                      val_batches=recorder.val_batches, val_loss=val_loss, seconds=time.perf_counter() - start)

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 class Recording:
     """One PyTorch training run, as TensorFlow needs it."""
 
-    spec: dict                  # the network, from the parsed config: kind, cell, sizes, ...
-    optimizer: dict             # lr, betas, eps of the Adam the config asked for
+    spec: dict                  # the network, from the parsed config: kind, cell, sizes, init, ...
+    data: dict                  # the data, from the parsed config: kind (sine, adding, text) and its settings
+    optimizer: dict             # form ("tf": TF1's ε-hat Adam, "torch": PyTorch's), lr, betas, eps
     clip: dict | None           # the Trainer's gradient clipping: value, algorithm ("norm" / "value")
     weights: dict               # the initial weights, in Keras' layout (pytorch_side.keras_layout)
     batches: list = field(default_factory=list)      # (x, y) per step, in order

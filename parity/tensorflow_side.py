@@ -1,7 +1,8 @@
-"""The TensorFlow side of the parity harness: each lstm_pl task rebuilt independently in Keras 3
-on TensorFlow 2 (``keras.layers.LSTM``, ``SimpleRNN``, ``Embedding``, ``Dense``; the two
-hand-written cells as a Keras RNN cell in TensorFlow ops), trained on given batches from given
-initial weights with PyTorch's Adam update and PyTorch's gradient clipping.
+"""The Keras backend of the parity harness: each lstm_pl task rebuilt independently in Keras 3 on
+TensorFlow 2 (``keras.layers.LSTM``, ``SimpleRNN``, ``Embedding``, ``Dense``; the two hand-written
+cells as a Keras RNN cell in TensorFlow ops), trained from the recorded initial weights on the
+batches ``checks.training_inputs`` prepared, with Keras' own Adam (its ε-hat form is TF1's; the
+config's ε set explicitly), or, only when asked to follow PyTorch, with ``TorchAdam``.
 
 It imports nothing from lstm_pl: what it knows of a run is one ``Recording`` of plain numbers
 and numpy arrays: the network's description (``spec``, from the config), the weights (in Keras'
@@ -20,6 +21,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from .checks import TrainingInputs  # noqa: E402
 from .recording import Recording  # noqa: E402
 
 
@@ -220,15 +222,29 @@ def loss_fn(kind: str):
         tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target, logits=logits))
 
 
-def train(recording: Recording, dtype: str) -> dict:
-    """Train a fresh Keras network from the recording's initial weights on its batches (one
-    optimizer step each) and evaluate it on its validation batches. The language model's state
+def adam_for(optimizer: dict):
+    """The config's Adam in TensorFlow, as a function applying gradients to Keras variables:
+    ``tf.compat.v1.train.AdamOptimizer``, stock, for the ``tf`` form (the original's optimizer;
+    Keras 3's own Adam has TF1's formula but not its float64 arithmetic: it raises float64 β to
+    the power t, where TF1 multiplies float32-rounded β into float32 powers, and on the sine
+    task the two part by 4.5e-4 in float64); ``TorchAdam`` for the ``torch`` form (TensorFlow
+    made to follow PyTorch: the harness asks for an explicit flag first)."""
+    lr, (beta_1, beta_2), eps = optimizer["lr"], optimizer["betas"], optimizer["eps"]
+    if optimizer["form"] == "tf":
+        adam = tf.compat.v1.train.AdamOptimizer(learning_rate=lr, beta1=beta_1, beta2=beta_2, epsilon=eps)
+        return lambda gradients, variables: adam.apply_gradients(zip(gradients, [v.value for v in variables]))
+    return TorchAdam(lr, beta_1, beta_2, eps).apply
+
+
+def train(recording: Recording, dtype: str, inputs: TrainingInputs) -> dict:
+    """Train a fresh Keras network from the recording's initial weights on ``inputs.batches`` (one
+    optimizer step each) and evaluate it on ``inputs.val_batches``. The language model's state
     starts from zeros at every epoch and, with ``spec["stateful"]``, carries from window to
     window, cut from the graph between them (truncated BPTT). Returns the per-step losses, the
     validation loss and the seconds taken."""
     start = time.perf_counter()
     tf.get_logger().setLevel("ERROR")  # not the retracing notes: every comparison traces its own train step
-    spec, batches, optimizer, clip = recording.spec, recording.batches, recording.optimizer, recording.clip
+    spec, batches, clip = recording.spec, inputs.batches, recording.clip
 
     def cast(x: np.ndarray) -> tf.Tensor:
         return tf.convert_to_tensor(x if x.dtype.kind in "iu" else x.astype(dtype))  # token ids stay integers
@@ -236,8 +252,7 @@ def train(recording: Recording, dtype: str) -> dict:
     net = Network(spec, dtype)
     net(cast(batches[0][0]), net.zero_state(batches[0][0].shape[0]))  # builds the variables
     assign_weights(net, recording.weights)
-    adam = TorchAdam(optimizer["lr"], optimizer["betas"][0], optimizer["betas"][1], optimizer["eps"])
-    adam.build(net.trainable_variables)
+    apply_gradients = adam_for(recording.optimizer)
     loss_of = loss_fn(spec["kind"])
     stateful = spec["kind"] == "language_model" and spec.get("stateful", True)
 
@@ -249,7 +264,7 @@ def train(recording: Recording, dtype: str) -> dict:
         # Dense gradients throughout: the embedding's arrives as IndexedSlices, but PyTorch's is a
         # dense tensor, and its Adam decays the moments of every row, not only of the rows seen.
         gradients = [tf.convert_to_tensor(g) for g in tape.gradient(loss, net.trainable_variables)]
-        adam.apply(clip_gradients(gradients, clip), net.trainable_variables)
+        apply_gradients(clip_gradients(gradients, clip), net.trainable_variables)
         return loss, new_state
 
     @tf.function(reduce_retracing=True)
@@ -267,7 +282,7 @@ def train(recording: Recording, dtype: str) -> dict:
     # Validation, as each task defines it: the MSE over every validation sample; the language
     # model's token-weighted mean cross-entropy, its state carried across the windows in order.
     total, count, state = 0.0, 0, None
-    for x, y in recording.val_batches:
+    for x, y in inputs.val_batches:
         if state is None or not stateful:
             state = net.zero_state(x.shape[0])
         output, state = eval_step(cast(x), state)

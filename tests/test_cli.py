@@ -128,3 +128,23 @@ def test_adding_solve_configs(config_path, tmp_path, capsys):
     assert "model.init_args.net.chrono_t_max" in line
     rnn = fit(config_path("adding_solve_rnn"), tmp_path, *small)
     assert type(rnn.model.net.rnn).__name__ == "RNN" and rnn.trainer.gradient_clip_val == 1.0
+
+
+def test_loss_curve_after_update_is_the_originals(config_path, tmp_path):
+    """LossCurves(after_update=True) re-evaluates each batch after its update, as the original's fit
+    recorded its loss: with a learning rate of 0 that is the loss before the update, bit for bit;
+    with the original's Adam it is lower on most steps (the step just fitted that very batch)."""
+    frozen = fit(config_path("sine"), tmp_path, "--trainer.max_steps=20",
+                 '--optimizer={"class_path": "torch.optim.SGD", "init_args": {"lr": 0.0}}')
+    trained = fit(config_path("sine"), tmp_path, "--trainer.max_steps=20")
+    for cli in (frozen, trained):
+        curves = next(c for c in cli.trainer.callbacks if isinstance(c, LossCurves))
+        assert curves.after_update and len(curves.train) == 20
+    scalars = {}
+    for name, cli in (("frozen", frozen), ("trained", trained)):
+        events = EventAccumulator(cli.trainer.log_dir)
+        events.Reload()
+        scalars[name] = [[e.value for e in events.Scalars(tag)] for tag in ("train/loss", "train/loss_after_update")]
+    assert scalars["frozen"][0] == scalars["frozen"][1]
+    lower = sum(after < before for before, after in zip(*scalars["trained"]))
+    assert lower >= 15

@@ -27,19 +27,22 @@ def test_split_matches_scikit_learn():
 
 
 def original_toy_problem():
-    """The original's generator, written as it was: seed, then one uniform call for the noise."""
-    np.random.seed(12)
-    x = np.arange(0, 251)
-    noise = 0.05 * np.random.uniform(low=-1.0, high=1.0, size=len(x))
-    return np.sin(2.0 * np.pi * x / 100) + noise
+    """The original's generator (MLPreProcess.generate_sin_with_noize), written as it was."""
+    t, T = np.arange(2.5 * 100 + 1), 100
+    np.random.seed(seed=12)
+    noize = 0.05 * np.random.uniform(low=-1.0, high=1.0, size=len(t))
+    sin = np.sin(2.0 * np.pi * (t / T))
+    return sin + noize
 
 
 def test_sine_data_is_the_originals():
     noisy, clean = noisy_sine()
     np.testing.assert_array_equal(noisy, original_toy_problem())
     np.testing.assert_allclose(noisy[:3], [-0.03458372, 0.08679549, 0.10166474], atol=1e-8)
-    assert noisy[-1] == pytest.approx(0.030549204028611443, abs=1e-15)
-    np.testing.assert_allclose(clean, np.sin(2 * np.pi * np.arange(251) / 100))
+    assert noisy[-1] == 0.030549204028609667  # the original's last value, to the bit
+    np.testing.assert_allclose(clean, np.sin(2 * np.pi * np.arange(251) / 100), rtol=0, atol=1e-14)
+    # 2π·(t/T), the original's order, not 2πt/T: the two differ in the last bits of 83 clean values
+    assert (clean != np.sin(2 * np.pi * np.arange(251) / 100)).sum() == 83
     # The original's windows: data[i:i+25] -> data[i+25], i = 0 .. 225.
     f = original_toy_problem()
     x, y = sliding_windows(noisy, 25)
@@ -63,7 +66,7 @@ def test_sine_datamodule_split_and_sampling():
     # with replacement, the original's numpy-free equivalent: each index uniform over the 203 training windows
     drawn = torch.cat([torch.randint(203, (10,), generator=torch.Generator().manual_seed(3))])
     assert torch.equal(batches[0][1], data.train_set.tensors[1][drawn])
-    full = SineDataModule(batch_size=10, replacement=False)
+    full = SineDataModule(batch_size=10, sampling="epochs")
     full.setup("fit")
     assert sum(len(x) for x, _ in full.train_dataloader()) == 203  # ordinary epochs: one pass
 
@@ -122,3 +125,23 @@ def test_adding_bad_config_names_the_key():
         AddingDataModule(t=1)
     with pytest.raises(ConfigError, match="data.init_args.n_sequence"):
         AddingDataModule(n_sequence=1)
+
+
+def test_original_sampling_continues_the_numpy_stream():
+    """sampling: original replays the original's loop: numpy.random.seed, the data generation,
+    then numpy.random.choice(len(X_train), size=batch_size) every step, indexing X_train in
+    train_test_split's order."""
+    data = SineDataModule(batch_size=10, sampling="original")
+    data.setup("fit")
+    stream = iter(data.train_dataloader())
+    batches = [next(stream) for _ in range(3)]
+    np.random.seed(12)
+    np.random.uniform(low=-1.0, high=1.0, size=251)  # the generation's draws
+    for x, y in batches:
+        chosen = np.random.choice(203, size=10)
+        assert torch.equal(x, data.train_set.tensors[0][chosen]) and torch.equal(y, data.train_set.tensors[1][chosen])
+    adding = AddingDataModule(t=20, n_sequence=300, batch_size=7, sampling="original")
+    adding.setup("fit")
+    first = next(iter(adding.train_dataloader()))
+    original_adding_problem(20, 300)  # leaves numpy's global stream where the original's loop starts
+    assert torch.equal(first[1], adding.train_set.tensors[1][np.random.choice(270, size=7)])

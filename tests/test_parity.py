@@ -1,9 +1,11 @@
 """The TensorFlow parity harness: every config trains alike in PyTorch and TensorFlow (short float64
-runs), and the harness catches the classic porting mistakes (negative controls, exit code 1)."""
+runs, both backends), the TensorFlow side checks what the PyTorch side started from and trained on,
+and the harness catches the classic porting mistakes planted in the port (exit code 1)."""
 
-import copy
+import functools
+import inspect
 import json
-from pathlib import Path
+import textwrap
 
 import numpy as np
 import pytest
@@ -13,9 +15,11 @@ tf = pytest.importorskip("tensorflow", reason="the parity extra (tensorflow) is 
 
 import keras  # noqa: E402
 
-from parity import compare, pytorch_side, tensorflow_side  # noqa: E402
+from parity import compare, pytorch_side, tensorflow_side, tf1_side  # noqa: E402
 
 CONFIGS = sorted(p for p in compare.CONFIGS.glob("*.yaml") if p.stem != "base")
+# The configs that reproduce an original run: TF1's Adam and the original's batch stream.
+ORIGINAL_RUNS = ["adding", "adding_rnn", "adding_upstream", "sine", "sine_20", "sine_rnn", "sine_rnn_20"]
 # Small versions of each task (by the config's name), so that every config gets a comparison within
 # the suite's budget.
 SHRINK = {
@@ -27,26 +31,52 @@ SHRINK = {
 }
 
 
-def shrink(config: Path) -> list[str]:
-    return SHRINK[config.stem.split("_")[0]]
+def shrink(config: str) -> list[str]:
+    return SHRINK[config.split("_")[0]]
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
-def test_every_config_matches_tensorflow_in_float64(config, tmp_path, capsys):
-    code = compare.main([config.stem, "--dtype", "float64", "--steps", "25", "--out", str(tmp_path), *shrink(config)])
-    line = capsys.readouterr().out.strip().splitlines()[-1]
+def follows_pytorch(config: str) -> list[str]:
+    """The flag that lets TensorFlow follow PyTorch's Adam, for the configs that choose it."""
+    return [] if config in ORIGINAL_RUNS else ["--tensorflow-follows-pytorch-adam"]
+
+
+def last_line(capsys) -> str:
+    return capsys.readouterr().out.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("config", [c.stem for c in CONFIGS])
+def test_every_config_matches_keras_in_float64(config, tmp_path, capsys):
+    code = compare.main([config, "--dtype", "float64", "--steps", "25", "--out", str(tmp_path), *shrink(config),
+                         *follows_pytorch(config)])
+    line = last_line(capsys)
     assert code == 0, line
-    assert line.startswith(f"{config.stem} [float64, 25 steps]: PASS")
-    report = json.loads((tmp_path / config.stem / "report.json").read_text())
+    assert line.startswith(f"{config} [keras, float64, 25 steps") and ": PASS" in line
+    report = json.loads((tmp_path / config / "report.json").read_text())
     assert report["passed"] and report["max_rel_diff"] <= 1e-6 and report["val_rel_diff"] <= 1e-6
     assert len(report["pytorch"]["losses"]) == len(report["tensorflow"]["losses"]) == 25
+    assert report["tensorflow_follows_pytorch_adam"] == (config not in ORIGINAL_RUNS)
+    assert all(result.startswith("ok") for result in report["checks"].values())
     if report["spec"]["kind"] == "language_model":
         assert report["epochs"] == 3  # the state was reset twice on both sides
+    else:  # the TensorFlow side trained on data it generated itself
+        assert report["checks"]["data"].startswith("ok: every batch is one the TensorFlow side generated")
+
+
+@pytest.mark.parametrize("config", ORIGINAL_RUNS)
+def test_original_runs_match_tf1_in_float64(config, tmp_path, capsys):
+    """The original programs rebuilt in tf.compat.v1 graph mode (LSTMCell / BasicRNNCell, stock
+    AdamOptimizer, numpy's batch stream) against the port."""
+    code = compare.main([config, "--tensorflow", "tf1", "--dtype", "float64", "--steps", "25", "--out", str(tmp_path),
+                         *shrink(config)])
+    line = last_line(capsys)
+    assert code == 0 and line.startswith(f"{config} [tf1, float64, 25 steps]: PASS"), line
+    report = json.loads((tmp_path / config / "report.json").read_text())
+    assert report["checks"]["data"].endswith("in the original's numpy.random.choice order")
 
 
 @pytest.mark.parametrize("cell, init", [("lstm_peephole", "tf1"), ("lstm_cec", "tf1"), ("rnn", "tf1"), ("lstm", "tf1"),
                                         ("lstm", "torch")])
-def test_every_cell_matches_tensorflow_in_float64(cell, init, tmp_path, capsys):
+def test_every_cell_matches_keras_in_float64(cell, init, tmp_path, capsys):
     """The cells no shipped config may use yet, and two stacked layers of each, on the sine task;
     and PyTorch's own initialisation, with one bias per gate."""
     code = compare.main(["sine", "--dtype", "float64", "--steps", "15", "--out", str(tmp_path),
@@ -55,11 +85,11 @@ def test_every_cell_matches_tensorflow_in_float64(cell, init, tmp_path, capsys):
     assert code == 0, capsys.readouterr().out
 
 
-def test_language_model_variants_match_tensorflow_in_float64(tmp_path, capsys):
+def test_language_model_variants_match_keras_in_float64(tmp_path, capsys):
     """What the shipped language-model configs leave off: tied weights, and a fresh state every window."""
     code = compare.main(["shakespeare", "--dtype", "float64", "--steps", "15", "--out", str(tmp_path),
                          *SHRINK["shakespeare"], "--model.init_args.net.tie_weights=true",
-                         "--model.init_args.stateful=false"])
+                         "--model.init_args.stateful=false", "--tensorflow-follows-pytorch-adam"])
     assert code == 0, capsys.readouterr().out
 
 
@@ -83,58 +113,104 @@ def test_report_files(tmp_path, capsys):
     assert not list(tmp_path.rglob("*.partial"))
 
 
-# ---- negative controls: one deliberate mistake on the TensorFlow side, caught as a mismatch ----
+# ---- negative controls: one mistake planted in the port at a time, each caught (exit code 1) ----
 
-def swap_gate_blocks(recording):
-    """Keras' blocks read in TF1 LSTMCell's order (i, j, f, o): the f and g blocks trade places."""
+def forget_bias_09(monkeypatch):
+    from lstm_pl import cells, models
+
+    monkeypatch.setattr(models, "init_tf1_", functools.partial(cells.init_tf1_, forget_bias=0.9))
+
+
+def adam_beta2_099(monkeypatch):
+    from lstm_pl.optim import TFAdam
+
+    original_init = TFAdam.__init__
+    monkeypatch.setattr(TFAdam, "__init__", lambda self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8:
+                        original_init(self, params, lr, (betas[0], 0.99), eps))
+
+
+def head_bias_zero(monkeypatch):
+    monkeypatch.setattr(torch.nn.init, "normal_", lambda tensor, *args, **kwargs: torch.nn.init.zeros_(tensor))
+
+
+def target_shifted(monkeypatch):
+    from lstm_pl import data
+
+    windows = data.sliding_windows
+    monkeypatch.setattr(data, "sliding_windows", lambda series, window: (windows(series, window)[0],
+                                                                         np.roll(windows(series, window)[1], -1, 0)))
+
+
+def recorded(mistake):
+    """A mistake made to the PyTorch run's record (the batches it trained on, the weights it started from)."""
+    def plant(monkeypatch):
+        record = pytorch_side.record
+
+        def wrong(*args, **kwargs):
+            recording = record(*args, **kwargs)
+            mistake(recording)
+            return recording
+        monkeypatch.setattr(pytorch_side, "record", wrong)
+    plant.__name__ = mistake.__name__
+    return plant
+
+
+@recorded
+def batch_out_of_order(recording):
+    recording.batches[10], recording.batches[11] = recording.batches[11], recording.batches[10]
+
+
+@recorded
+def gate_blocks_swapped(recording):
+    """TF1 LSTMCell's blocks i, j, f, o read as PyTorch's i, f, g, o: the f and g blocks trade places."""
     for layer in recording.weights["recurrent"]:
         for key in ("kernel", "recurrent_kernel", "bias"):
             i, f, g, o = np.split(layer[key], 4, axis=-1)
             layer[key] = np.concatenate([i, g, f, o], axis=-1)
 
 
-def drop_forget_bias(recording):
-    """TF1 added forget_bias = 1.0 at run time; a port that forgets it starts the f block at 0."""
-    for layer in recording.weights["recurrent"]:
-        hidden = layer["bias"].shape[0] // 4
-        layer["bias"][hidden : 2 * hidden] -= 1.0
-
-
-def learning_rate_off(recording):
-    recording.optimizer["lr"] *= 1.1
-
-
-def batch_out_of_order(recording):
-    recording.batches[10], recording.batches[11] = recording.batches[11], recording.batches[10]
-
-
-@pytest.fixture(scope="module")
-def sine_recording(tmp_path_factory):
-    """One short float64 PyTorch run of the sine LSTM, recorded once for all the controls."""
-    folder = tmp_path_factory.mktemp("recording") / "pytorch"
-    return pytorch_side.record(str(compare.CONFIGS / "sine.yaml"), "float64", 30, folder,
-                               ["--model.init_args.net.hidden_size=20"])
-
-
-@pytest.mark.parametrize("mistake", [None, swap_gate_blocks, drop_forget_bias, learning_rate_off, batch_out_of_order],
-                         ids=["no mistake", "gate blocks swapped", "forget bias dropped", "learning rate +10%",
-                              "one batch out of order"])
-def test_negative_controls(mistake, sine_recording, monkeypatch, tmp_path, capsys):
-    recording = copy.deepcopy(sine_recording)
+@pytest.mark.parametrize("mistake, caught_by", [
+    (None, None),
+    (forget_bias_09, "initial_weights: layer 0 bias"),
+    # Adam's first update is lr·sign(g) whatever β₂ is: the second update, seen in step 3's loss, differs
+    (adam_beta2_099, "rel diff over 1e-06 first at step 3,"),
+    (head_bias_zero, "initial_weights: head bias"),
+    (target_shifted, "data: step 1: a PyTorch target is not the generated target"),
+    (batch_out_of_order, "data: step 11: the batch is not the original's numpy.random.choice draw"),
+    (gate_blocks_swapped, "initial_weights: layer 0 bias"),
+], ids=lambda v: getattr(v, "__name__", str(v)))
+def test_negative_controls(mistake, caught_by, monkeypatch, tmp_path, capsys):
     if mistake is not None:
-        mistake(recording)
-    monkeypatch.setattr(pytorch_side, "record", lambda *args, **kwargs: recording)
-    code = compare.main(["sine", "--dtype", "float64", "--out", str(tmp_path)])
-    line = capsys.readouterr().out.strip().splitlines()[-1]
-    report = json.loads((tmp_path / "sine" / "report.json").read_text())
+        mistake(monkeypatch)
+    code = compare.main(["sine", "--dtype", "float64", "--steps", "30", "--out", str(tmp_path),
+                         "--model.init_args.net.hidden_size=20"])
+    line = last_line(capsys)
     if mistake is None:
-        assert code == 0 and "PASS" in line
-        return
-    assert code == 1 and "FAIL" in line, line
-    first = report["first_step_over_tolerance"]
-    # where each mistake first shows: at once (the weights), after the first update (the lr), at the batch
-    assert first == {learning_rate_off: 2, batch_out_of_order: 11}.get(mistake, 1)
-    assert f"first at step {first}," in line
+        assert code == 0 and "PASS" in line, line
+    else:
+        assert code == 1 and ": FAIL, " in line and caught_by in line, line
+
+
+def planted_peephole_backward_bug(monkeypatch):
+    """p_o's gradient taken against c(t-1) instead of c(t), by editing the backward pass's source."""
+    from lstm_pl import cells
+
+    source = textwrap.dedent(inspect.getsource(cells.LSTMRecurrence.backward))
+    wrong = source.replace("(grad[:, :, -1] * c[1:])", "(grad[:, :, -1] * c[:-1])")
+    assert wrong != source
+    namespace = {}
+    exec(compile(wrong.replace("@staticmethod\n", ""), "planted", "exec"), vars(cells), namespace)
+    monkeypatch.setattr(cells.LSTMRecurrence, "backward", staticmethod(namespace["backward"]))
+
+
+@pytest.mark.parametrize("planted", [False, True])
+def test_float32_tolerance_catches_a_subtle_backward_bug(planted, monkeypatch, tmp_path, capsys):
+    """The peephole cell in float32 at the default steps: passes as it is, fails with the bug."""
+    if planted:
+        planted_peephole_backward_bug(monkeypatch)
+    code = compare.main(["sine", "--out", str(tmp_path), "--model.init_args.net.cell=lstm_peephole"])
+    line = last_line(capsys)
+    assert (code, ": FAIL, " in line) == ((1, True) if planted else (0, False)), line
 
 
 # ---- the pieces the equivalence rests on ----
@@ -162,6 +238,34 @@ def test_torch_adam_matches_pytorch_where_keras_adam_does_not():
     assert not np.allclose(finals["keras"] - start, moved, rtol=1e-3, atol=0)
 
 
+def test_tf1_lstm_cell_layout():
+    """nn.LSTM's weights mapped onto TF1's LSTMCell (one kernel over [x; h], blocks i, j, f, o,
+    forget_bias added at run time) give the same outputs, step after step."""
+    import os
+
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(3, 4, batch_first=True).double()
+    x = torch.randn(2, 6, 3, dtype=torch.float64)
+    expected = lstm(x)[0].detach().numpy()
+    layer = dict(kernel=lstm.weight_ih_l0.detach().numpy().T, recurrent_kernel=lstm.weight_hh_l0.detach().numpy().T,
+                 bias=(lstm.bias_ih_l0 + lstm.bias_hh_l0).detach().numpy())
+    kernel, bias = tf1_side.tf1_lstm_layout(layer)
+    graph = tf.Graph()
+    with graph.as_default():
+        cell = tf.compat.v1.nn.rnn_cell.LSTMCell(4, forget_bias=1.0)
+        inputs = tf.constant(x.numpy())
+        state, outputs = cell.zero_state(2, tf.float64), []
+        for t in range(6):
+            output, state = cell(inputs[:, t, :], state)
+            outputs.append(output)
+        kernel_var, bias_var = cell.weights
+        with tf.compat.v1.Session(graph=graph) as session:
+            session.run([tf.compat.v1.assign(kernel_var, kernel), tf.compat.v1.assign(bias_var, bias)])
+            got = np.stack(session.run(outputs), axis=1)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("max_norm", [0.5, 1e3])
 def test_clipping_matches_clip_grad_norm(max_norm):
     rng = np.random.default_rng(1)
@@ -175,11 +279,20 @@ def test_clipping_matches_clip_grad_norm(max_norm):
         np.testing.assert_allclose(c.numpy(), t.grad.numpy(), rtol=1e-14)
 
 
-def test_refuses_what_tensorflow_cannot_follow(tmp_path, capsys):
-    """Two trainable biases per gate cannot match TF's one: one line, exit 2, nothing written."""
-    assert compare.main(["sine", "--out", str(tmp_path / "run"), "--model.init_args.net.single_bias=false"]) == 2
+@pytest.mark.parametrize("task, arguments, key", [
+    ("sine", ["--model.init_args.net.single_bias=false"], "model.init_args.net.single_bias"),  # two biases per gate
+    ("adding_solve", [], "--tensorflow-follows-pytorch-adam"),  # PyTorch's Adam, which TensorFlow does not have
+    ("sine", ["--tensorflow", "tf1", "--model.init_args.net.cell=lstm_peephole"], "--tensorflow tf1"),
+    ("adding_solve", ["--tensorflow", "tf1", "--tensorflow-follows-pytorch-adam"], "lstm_pl.optim.TFAdam"),
+])
+def test_refuses_what_tensorflow_cannot_follow(task, arguments, key, tmp_path, capsys):
+    """One line naming the key, exit 2, nothing written."""
+    assert compare.main([task, "--out", str(tmp_path / "run"), *arguments]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 1 and errors[0].startswith("parity: error:") and "model.init_args.net.single_bias" in errors[0]
+    assert len(errors) == 1 and errors[0].startswith("parity: error:") and key in errors[0], errors
     assert not (tmp_path / "run").exists()
+
+
+def test_unknown_task(capsys):
     assert compare.main(["no_such_task"]) == 2
     assert "no config" in capsys.readouterr().err
