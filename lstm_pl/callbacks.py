@@ -1,10 +1,13 @@
-"""The original's plots, and the run's tokenizer file, as Lightning callbacks. Each figure goes to
-TensorBoard and, as a PNG, into the run's log folder when fit ends (rank 0 only)."""
+"""The original's plots, the run's tokenizer file and the non-finite-loss guard, as Lightning
+callbacks. Each figure goes to TensorBoard and, as a PNG, into the run's log folder when fit ends
+or is interrupted (rank 0 only, never from non-finite weights)."""
 
 from __future__ import annotations
 
+import abc
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytorch_lightning as pl
@@ -12,7 +15,7 @@ import torch
 from matplotlib.figure import Figure
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from .errors import ConfigError
+from .errors import ConfigError, TrainingError
 from .files import atomic_write
 from .models import closed_loop
 
@@ -45,7 +48,29 @@ def evaluating(module: torch.nn.Module):
         module.train(was_training)
 
 
-class LossCurves(pl.Callback):
+def weights_finite(module: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in module.parameters())
+
+
+class FigureCallback(pl.Callback, abc.ABC):
+    """A figure drawn by ``draw`` when fit ends, and when it is interrupted (SIGTERM, SIGINT, a
+    stop on a non-finite loss) from weights that are still finite, so a stopped run shows what it
+    reached."""
+
+    @abc.abstractmethod
+    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Draw the figure and save it (``save_figure``)."""
+
+    def on_fit_end(self, trainer, pl_module):
+        if trainer.is_global_zero:
+            self.draw(trainer, pl_module)
+
+    def on_exception(self, trainer, pl_module, exception):
+        if trainer.is_global_zero and trainer.state.fn == "fit" and weights_finite(pl_module):
+            self.draw(trainer, pl_module)
+
+
+class LossCurves(FigureCallback):
     """The loss curves against the optimizer step: the training loss every ``log_every_n_steps``
     steps (kept as tensors: no host sync in the training loop) and ``val_key`` at every validation.
 
@@ -78,8 +103,17 @@ class LossCurves(pl.Callback):
         if not trainer.sanity_checking and self.val_key in trainer.callback_metrics:
             self.val.append((trainer.global_step, trainer.callback_metrics[self.val_key].detach()))
 
-    def on_fit_end(self, trainer, pl_module):
-        if not trainer.is_global_zero or not (self.train or self.val):
+    def state_dict(self) -> dict:
+        """The curves so far, so that a resumed run's figure covers the whole run."""
+        as_floats = lambda points: [(step, float(value)) for step, value in points]
+        return {"train": as_floats(self.train), "val": as_floats(self.val)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.train = [(step, torch.tensor(value)) for step, value in state["train"]]
+        self.val = [(step, torch.tensor(value)) for step, value in state["val"]]
+
+    def draw(self, trainer, pl_module):
+        if not (self.train or self.val):
             return
         figure = Figure(figsize=(7, 4))
         ax = figure.subplots()
@@ -93,7 +127,7 @@ class LossCurves(pl.Callback):
         save_figure(trainer, figure, "loss_curves")
 
 
-class SineWaveform(pl.Callback):
+class SineWaveform(FigureCallback):
     """The sine task's waveform: noisy and clean wave, one-step-ahead predictions, and the
     long-term (closed-loop) prediction from the first window to the end of the series.
 
@@ -118,9 +152,7 @@ class SineWaveform(pl.Callback):
         _, mse = self.closed_loop(trainer, pl_module)
         pl_module.log("val/closed_loop_mse", mse)
 
-    def on_fit_end(self, trainer, pl_module):
-        if not trainer.is_global_zero:
-            return
+    def draw(self, trainer, pl_module):
         wave = trainer.datamodule.waveform
         windows = np.lib.stride_tricks.sliding_window_view(wave.noisy[:-1], wave.window)[..., None]
         with evaluating(pl_module):
@@ -140,12 +172,10 @@ class SineWaveform(pl.Callback):
         save_figure(trainer, figure, "waveform")
 
 
-class PredictionScatter(pl.Callback):
+class PredictionScatter(FigureCallback):
     """Predictions against targets on the validation split (the adding task's figure)."""
 
-    def on_fit_end(self, trainer, pl_module):
-        if not trainer.is_global_zero:
-            return
+    def draw(self, trainer, pl_module):
         predictions, targets = [], []
         with evaluating(pl_module):
             for x, y in trainer.datamodule.val_dataloader():
@@ -168,3 +198,43 @@ class SaveTokenizer(pl.Callback):
     def on_fit_start(self, trainer, pl_module):
         if trainer.is_global_zero:
             trainer.datamodule.save_tokenizer(run_folder(trainer))
+
+
+class NonFiniteLoss(pl.Callback):
+    """A non-finite training loss never reaches the weights. ``stop`` (default): the run stops at
+    that step, before its backward pass and update, with one line naming the step and the last
+    finite loss (``TrainingError``; the CLI exits 2). ``skip``: the batch's update is dropped (every
+    gradient set to None, so no optimizer moves anything) and counted as ``train/skipped_batches``.
+    Costs one host synchronisation per step (reading whether the loss is finite)."""
+
+    def __init__(self, action: Literal["stop", "skip"] = "stop"):
+        self.action = action
+        self.last_finite: tuple[int, torch.Tensor] | None = None
+        self.skipped, self.skip_this_step = 0, False
+
+    def on_before_backward(self, trainer, pl_module, loss):
+        step = trainer.global_step + 1
+        if bool(torch.isfinite(loss)):
+            self.last_finite = (step, loss.detach())
+            return
+        if self.action == "skip":
+            self.skip_this_step = True
+            return
+        last = ("none before it" if self.last_finite is None else
+                f"the last finite one {float(self.last_finite[1]):.6g} at step {self.last_finite[0]}")
+        raise TrainingError(f"trainer: the training loss is {float(loss)} at step {step} ({last}); the run stopped "
+                            f"before that update. Lower the learning rate (optimizer.init_args.lr), clip gradients "
+                            f"(trainer.gradient_clip_val) or set non_finite.action: skip")
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        if self.skip_this_step:
+            for parameter in pl_module.parameters():
+                parameter.grad = None
+            self.skipped, self.skip_this_step = self.skipped + 1, False
+            pl_module.log("train/skipped_batches", float(self.skipped))
+
+    def state_dict(self) -> dict:
+        return {"skipped": self.skipped}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.skipped = state["skipped"]

@@ -3,23 +3,33 @@ the model, the DataModule and the optimizer chosen in the YAML (``class_path`` /
 
 ``configs/base.yaml`` is read first, for every subcommand (what every run shares: seed, logger,
 checkpointing, optimizer); a task config sets the rest, and a variant starts with
-``config: <task>.yaml`` and says only what differs. What the data determines (features per step, vocabulary size) flows to the model by
-``link_arguments``, never back.
+``config: <task>.yaml`` and says only what differs. What the data determines (features per step,
+vocabulary size) flows to the model by ``link_arguments``, never back.
+
+A run that fails says so in one line and exits non-zero: 2 for bad input or a run that cannot go
+on (naming the key or file), 143 after SIGTERM and 130 after SIGINT, having saved ``last.ckpt`` at
+the step reached and printed the command that resumes it. ``fit --ckpt_path`` of a checkpoint in a
+run folder continues that run: same folder, same TensorBoard run, the steps going on.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
+import shlex
+import signal
 import sys
+import tempfile
 import types
 from pathlib import Path
 
 from pytorch_lightning import LightningDataModule, LightningModule
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from .errors import ConfigError
+from .callbacks import NonFiniteLoss
+from .checkpoints import Checkpoints, check_checkpoint_fits
+from .errors import ConfigError, TrainingError
 
 BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -52,21 +62,60 @@ class OneLineErrorParser(LightningArgumentParser):
 
 
 class CLI(LightningCLI):
-    """LightningCLI with the project's parser, a ``checkpoint:`` group (``ModelCheckpoint``, set in
-    ``configs/base.yaml``) and the data-to-model links."""
+    """LightningCLI with the project's parser, the ``checkpoint:`` (``checkpoints.Checkpoints``) and
+    ``non_finite:`` (``callbacks.NonFiniteLoss``) groups set in ``configs/base.yaml``, the
+    data-to-model links, and the run-folder rules for ``--ckpt_path``."""
+
+    latest: "CLI | None" = None  # the CLI whose classes were instantiated last (main reports on it)
 
     def __init__(self, args=None, run: bool = True, **kwargs):
         OneLineErrorParser.command_line = list(sys.argv[1:] if args is None else args)
         base = {"default_config_files": [str(BASE_CONFIG)]}
         parser_kwargs = {name: base for name in SUBCOMMANDS} if run else base
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})  # a resumed run rewrites its config.yaml
         super().__init__(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
                          parser_class=OneLineErrorParser, parser_kwargs=parser_kwargs, args=args, run=run, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(Checkpoints, "checkpoint")
+        parser.add_lightning_class_args(NonFiniteLoss, "non_finite")
         # Applied after the DataModule exists, each only where both ends have the attribute.
         parser.link_arguments("data.input_size", "model.init_args.net.input_size", apply_on="instantiate")
         parser.link_arguments("data.vocab_size", "model.init_args.net.vocab_size", apply_on="instantiate")
+
+    def parse_arguments(self, parser, args) -> None:
+        """Parse, then check ``--ckpt_path`` before anything reads it, and point a resumed fit at
+        the run folder the checkpoint belongs to."""
+        super().parse_arguments(parser, args)
+        config = self.config.get(self.config.get("subcommand") or "", self.config)
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path in (None, "last", "best", "hpc", "registry"):
+            return
+        check_checkpoint_fits(ckpt_path, config.model.class_path)
+        run = Path(ckpt_path).resolve().parent.parent
+        logger = config.trainer.get("logger")
+        is_run_folder = Path(ckpt_path).resolve().parent.name == "checkpoints" and run.name.startswith("version_")
+        if self.config.get("subcommand") == "fit" and is_run_folder and getattr(logger, "init_args", None) is not None:
+            logger.init_args.save_dir = str(run.parent.parent)
+            logger.init_args.name = run.parent.name
+            logger.init_args.version = run.name.removeprefix("version_")
+
+    def before_instantiate_classes(self) -> None:
+        """The run folder must be writable before training starts (not at the first checkpoint)."""
+        config = self.config.get(self.config.get("subcommand") or "", self.config)
+        logger = config.trainer.get("logger")
+        save_dir = getattr(getattr(logger, "init_args", None), "save_dir", None)
+        if self.config.get("subcommand") == "fit" and save_dir is not None:
+            try:
+                Path(save_dir).mkdir(parents=True, exist_ok=True)
+                tempfile.TemporaryFile(dir=save_dir).close()
+            except OSError as error:
+                raise ConfigError(f"trainer.logger.init_args.save_dir: cannot write to {save_dir} "
+                                  f"({error.strerror}); choose a writable folder") from None
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        CLI.latest = self
 
 
 def config_error(error: BaseException | None) -> ConfigError | None:
@@ -86,13 +135,55 @@ def quiet_start() -> None:
     logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)
 
 
+def resume_command(cli: CLI | None, argv: list[str]) -> str:
+    """The command that resumes ``cli``'s run from its ``last.ckpt``."""
+    checkpoint = getattr(getattr(getattr(cli, "trainer", None), "checkpoint_callback", None), "last_model_path", "")
+    if not checkpoint:
+        return "no checkpoint was written; start it again"
+    kept, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith("--ckpt_path"):
+            skip = arg == "--ckpt_path"
+            continue
+        kept.append(arg)
+    return "resume with: python -m lstm_pl " + shlex.join([*kept, f"--ckpt_path={checkpoint}"])
+
+
 def main(args: list[str] | None = None) -> None:
     quiet_start()
+    argv = list(sys.argv[1:] if args is None else args)
+    received: list[int] = []
+
+    def note(signum, frame):  # Lightning adds its own SIGTERM handling on top of this one
+        received.append(signum)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         CLI(args=args)
+    except SystemExit:  # Lightning's SIGTERMException, or its sys.exit(1) after a KeyboardInterrupt
+        if not received:
+            raise
+        name = signal.Signals(received[0]).name
+        step = getattr(getattr(CLI.latest, "trainer", None), "global_step", "?")
+        sys.stderr.write(f"lstm_pl: interrupted by {name} at step {step}; {resume_command(CLI.latest, argv)}\n")
+        sys.exit(128 + received[0])
     except Exception as error:
-        cause = config_error(error)
+        cause = config_error(error) or training_error(error)
+        if cause is None and isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS):
+            cause = f"cannot write {error.filename or 'the run folder'} ({error.strerror}); files written before are intact"
         if cause is None:
             raise
         sys.stderr.write(f"lstm_pl: error: {cause}\n")
         sys.exit(2)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def training_error(error: BaseException | None) -> TrainingError | None:
+    """The ``TrainingError`` behind ``error``, if any."""
+    while error is not None and not isinstance(error, TrainingError):
+        error = error.__cause__ or error.__context__
+    return error

@@ -74,26 +74,32 @@ def adding_problem(t: int = 250, n_sequence: int = 10_000, seed: int = 12,
 class WithReplacement(Sampler[int]):
     """An endless stream of indices drawn uniformly from ``range(n)`` with replacement, ``chunk``
     at a time from ``generator`` (the original's loop: every step a random batch). Training is
-    then counted in optimizer steps (``trainer.max_steps``), as the original counted them."""
+    then counted in optimizer steps (``trainer.max_steps``), as the original counted them. The
+    first ``skip`` chunks are drawn and dropped: a resumed run continues the same stream."""
 
-    def __init__(self, n: int, chunk: int, generator: torch.Generator):
-        self.n, self.chunk, self.generator = n, chunk, generator
+    def __init__(self, n: int, chunk: int, generator: torch.Generator, skip: int = 0):
+        self.n, self.chunk, self.generator, self.skip = n, chunk, generator, skip
 
     def __iter__(self) -> Iterator[int]:
+        for _ in range(self.skip):
+            torch.randint(high=self.n, size=(self.chunk,), generator=self.generator)
         while True:
             yield from torch.randint(high=self.n, size=(self.chunk,), generator=self.generator).tolist()
 
 
 class OriginalStream(Sampler[int]):
     """The original's minibatches: ``numpy.random.choice(n, size=batch)`` every step, from the
-    numpy stream where the data generation left it (``state``), endlessly."""
+    numpy stream where the data generation left it (``state``), endlessly; the first ``skip``
+    draws dropped (a resumed run)."""
 
-    def __init__(self, n: int, batch: int, state: tuple):
-        self.n, self.batch, self.state = n, batch, state
+    def __init__(self, n: int, batch: int, state: tuple, skip: int = 0):
+        self.n, self.batch, self.state, self.skip = n, batch, state, skip
 
     def __iter__(self) -> Iterator[int]:
         rng = np.random.RandomState()
         rng.set_state(self.state)
+        for _ in range(self.skip):
+            rng.choice(self.n, size=self.batch)
         while True:
             yield from rng.choice(self.n, size=self.batch).tolist()
 
@@ -109,6 +115,10 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
     ``sampling_seed``; ``original``, the original's ``numpy.random.choice`` batches, continuing the
     numpy stream after the data generation (``OriginalStream``). Or ``epochs``: ordinary epochs,
     each a shuffled pass (the budget ``trainer.max_epochs``).
+
+    Resuming: every checkpoint records how many training batches were drawn, and the streams skip
+    as many when they start again, so a resumed run sees the batches an uninterrupted one would
+    (``epochs`` restarts its shuffled pass instead: not resumable bit for bit).
     """
 
     input_size: int  # features per time step: the model's input_size (linked by the CLI)
@@ -120,6 +130,15 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
         self.val_size, self.split_seed, self.sampling_seed = val_size, split_seed, sampling_seed
         self.num_workers = num_workers
         self.x: np.ndarray | None = None
+        self.batches_to_skip = 0
+
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint: the training batches drawn so far (steps × accumulation)."""
+        trainer = self.trainer
+        return {"batches_drawn": trainer.global_step * trainer.accumulate_grad_batches} if trainer is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batches_to_skip = state.get("batches_drawn", 0)
 
     @abc.abstractmethod
     def make_arrays(self, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
@@ -138,10 +157,11 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.sampling_seed)
+        skip, self.batches_to_skip = self.batches_to_skip, 0
         if self.sampling == "with_replacement":
-            sampler = WithReplacement(len(self.train_set), self.batch_size, generator)
+            sampler = WithReplacement(len(self.train_set), self.batch_size, generator, skip)
         elif self.sampling == "original":
-            sampler = OriginalStream(len(self.train_set), self.batch_size, self.stream_after_generation)
+            sampler = OriginalStream(len(self.train_set), self.batch_size, self.stream_after_generation, skip)
         else:
             sampler = RandomSampler(self.train_set, generator=generator)
         return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers)

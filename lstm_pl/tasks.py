@@ -109,6 +109,12 @@ class LanguageModelTask(pl.LightningModule):
         })
         self.states: dict[str, object] = {}
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """A run resumed from this checkpoint goes on as if never stopped: the state carried into
+        the next training window (mid-epoch) and the random generator (dropout's masks)."""
+        checkpoint["carried_state"] = self.states.get("train")
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """A checkpoint of another vocabulary cannot fill this model: say so in one line."""
         saved = checkpoint.get("hyper_parameters", {}).get("net", {})
@@ -117,6 +123,9 @@ class LanguageModelTask(pl.LightningModule):
         if saved is not None and saved != ours:
             raise ConfigError(f"ckpt_path: the checkpoint's vocabulary has {saved} words, these data settings build "
                               f"{ours}; use the data settings it was trained with")
+        self.states["train"] = checkpoint.get("carried_state")
+        if "torch_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng_state"])
 
     def forward(self, tokens: torch.Tensor, state=None):
         return self.net(tokens, state)
@@ -129,6 +138,8 @@ class LanguageModelTask(pl.LightningModule):
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)), y.numel()
 
     def on_train_epoch_start(self) -> None:
+        """Zeros at an epoch's start. (Lightning does not call this hook when it resumes an epoch in
+        its middle: that epoch goes on with the state the checkpoint carried.)"""
         self.states["train"] = None
 
     def on_validation_epoch_start(self) -> None:

@@ -24,7 +24,7 @@ from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordLevel
 from jsonargparse.typing import PositiveInt
 from tokenizers.trainers import WordLevelTrainer
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .errors import ConfigError
 from .files import atomic_write
@@ -104,6 +104,21 @@ class StreamWindows(Dataset):
         return self.streams[:, start:end], self.streams[:, start + 1 : end + 1]
 
 
+class InOrder(Sampler[int]):
+    """0, 1, ..., n - 1 every epoch, except that the first epoch after a resume starts at ``skip``
+    (the windows the interrupted epoch had already trained on)."""
+
+    def __init__(self, n: int, skip: int = 0):
+        self.n, self.skip = n, skip
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        start, self.skip = self.skip, 0
+        return iter(range(start, self.n))
+
+
 def sha256_of(path: Path) -> str:
     """The SHA-256 of a file, as 64 hex digits."""
     digest = hashlib.sha256()
@@ -164,6 +179,7 @@ class TextDataModule(pl.LightningDataModule):
         self.batch_size, self.seq_len = batch_size, seq_len
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.tokenizer: Tokenizer | None = None
+        self.windows_to_skip = 0
 
     @property
     def source(self) -> Path:
@@ -185,7 +201,14 @@ class TextDataModule(pl.LightningDataModule):
         if self.sha256 is not None and (found := sha256_of(source)) != self.sha256.lower():
             raise ConfigError(f"data.init_args.sha256: {source} has SHA-256 {found}, expected {self.sha256}")
         tokenizer = word_tokenizer(self.keep_punctuation, self.lowercase)
-        words = split_words(tokenizer, source.read_text(encoding="utf-8"))
+        try:
+            text = source.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"data.init_args.path: {source} is not UTF-8 text (byte {error.start}: "
+                              f"{error.object[error.start:error.start + 4]!r}); convert it to UTF-8") from None
+        except OSError as error:
+            raise ConfigError(f"data.init_args.path: cannot read {source} ({error.strerror})") from None
+        words = split_words(tokenizer, text)
         train_end, val_end = split_points(len(words), self.val_fraction, self.test_fraction)
         fit_vocabulary(tokenizer, words[:train_end], self.min_count)
         ids = np.array(tokenizer.encode(words, is_pretokenized=True).ids, dtype=np.int64)
@@ -206,7 +229,9 @@ class TextDataModule(pl.LightningDataModule):
         return StreamWindows(self.splits[split], self.batch_size, self.seq_len)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.windows("train"), batch_size=None, shuffle=False)
+        windows = self.windows("train")
+        skip, self.windows_to_skip = self.windows_to_skip, 0
+        return DataLoader(windows, batch_size=None, sampler=InOrder(len(windows), skip))
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.windows("val"), batch_size=None, shuffle=False)
@@ -221,12 +246,19 @@ class TextDataModule(pl.LightningDataModule):
             partial.write_text(self.tokenizer.to_str(pretty=True), encoding="utf-8")
         return path
 
-    def state_dict(self) -> dict[str, str]:
-        """Saved into every checkpoint: the tokenizer, so that generation uses exactly this one."""
-        return {"tokenizer": self.tokenizer.to_str()} if self.tokenizer is not None else {}
+    def state_dict(self) -> dict:
+        """Saved into every checkpoint: the tokenizer (so that generation uses exactly this one) and
+        how many windows of the current epoch were trained on (so that a resumed run goes on from
+        the next)."""
+        state = {"tokenizer": self.tokenizer.to_str()} if self.tokenizer is not None else {}
+        if self.trainer is not None and self.trainer.num_training_batches:
+            batches = self.trainer.global_step * self.trainer.accumulate_grad_batches
+            state["windows_done_in_epoch"] = int(batches % self.trainer.num_training_batches)
+        return state
 
-    def load_state_dict(self, state: dict[str, str]) -> None:
+    def load_state_dict(self, state: dict) -> None:
         """Restoring a checkpoint: its vocabulary must be the one these data settings build."""
+        self.windows_to_skip = state.get("windows_done_in_epoch", 0)
         if "tokenizer" in state and self.tokenizer is not None:
             saved = Tokenizer.from_str(state["tokenizer"]).get_vocab()
             if saved != self.tokenizer.get_vocab():
