@@ -21,8 +21,10 @@ from .models import closed_loop
 
 
 def run_folder(trainer: pl.Trainer) -> Path:
-    """Where a run's files go: the logger's version folder (``runs/<name>/version_<n>``)."""
-    return Path(trainer.log_dir or trainer.default_root_dir)
+    """Where a run's files go: the logger's version folder (``runs/<name>/version_<n>``). Read from
+    the logger itself: ``trainer.log_dir`` is a collective call under DDP, and only rank 0 asks."""
+    log_dir = trainer.loggers[0].log_dir if trainer.loggers else None
+    return Path(log_dir or trainer.default_root_dir)
 
 
 def save_figure(trainer: pl.Trainer, figure: Figure, name: str) -> Path:
@@ -150,7 +152,7 @@ class SineWaveform(FigureCallback):
         if trainer.sanity_checking or not (step % self.every_n_steps == 0 or step == trainer.max_steps):
             return
         _, mse = self.closed_loop(trainer, pl_module)
-        pl_module.log("val/closed_loop_mse", mse)
+        pl_module.log("val/closed_loop_mse", mse, sync_dist=True)  # the same on every process
 
     def draw(self, trainer, pl_module):
         wave = trainer.datamodule.waveform
@@ -222,7 +224,7 @@ class NonFiniteLoss(pl.Callback):
             return
         last = ("none before it" if self.last_finite is None else
                 f"the last finite one {float(self.last_finite[1]):.6g} at step {self.last_finite[0]}")
-        raise TrainingError(f"trainer: the training loss is {float(loss)} at step {step} ({last}); the run stopped "
+        raise TrainingError(f"trainer: the training loss is {float(loss.detach())} at step {step} ({last}); the run stopped "
                             f"before that update. Lower the learning rate (optimizer.init_args.lr), clip gradients "
                             f"(trainer.gradient_clip_val) or set non_finite.action: skip")
 

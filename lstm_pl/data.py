@@ -104,6 +104,38 @@ class OriginalStream(Sampler[int]):
             yield from rng.choice(self.n, size=self.batch).tolist()
 
 
+class RankShard(Sampler[int]):
+    """This process's share of every global batch under DDP: ``stream`` yields global batches of
+    ``batch`` indices one after the other; rank r of w takes positions r·batch/w .. (r+1)·batch/w
+    of each, so the w processes together train on exactly the one-process batches."""
+
+    def __init__(self, stream: Sampler[int], batch: int, rank: int, world: int):
+        self.stream, self.batch, self.rank, self.world = stream, batch, rank, world
+
+    def __iter__(self) -> Iterator[int]:
+        local = self.batch // self.world
+        chunk: list[int] = []
+        for index in self.stream:
+            chunk.append(index)
+            if len(chunk) == self.batch:
+                yield from chunk[self.rank * local : (self.rank + 1) * local]
+                chunk = []
+
+
+def processes(module: pl.LightningDataModule) -> tuple[int, int]:
+    """(rank, world size) of the Trainer the DataModule is attached to; (0, 1) without one."""
+    trainer = module.trainer
+    return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+
+def share(batch_size: int, world: int) -> int:
+    """Each process's part of a global batch; the batch must divide evenly among the processes."""
+    if batch_size % world:
+        raise ConfigError(f"data.init_args.batch_size ({batch_size}) is the global batch: it must divide evenly "
+                          f"among the {world} processes")
+    return batch_size // world
+
+
 Sampling = Literal["with_replacement", "original", "epochs"]
 
 
@@ -115,6 +147,10 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
     ``sampling_seed``; ``original``, the original's ``numpy.random.choice`` batches, continuing the
     numpy stream after the data generation (``OriginalStream``). Or ``epochs``: ordinary epochs,
     each a shuffled pass (the budget ``trainer.max_epochs``).
+
+    ``batch_size`` is the global batch: under DDP each process trains on its share of the same
+    stream's batches (``RankShard``; Lightning's own distributed sampler is switched off in
+    ``configs/base.yaml``), so the processes together see the one-process batches.
 
     Resuming: every checkpoint records how many training batches were drawn, and the streams skip
     as many when they start again, so a resumed run sees the batches an uninterrupted one would
@@ -164,7 +200,11 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
             sampler = OriginalStream(len(self.train_set), self.batch_size, self.stream_after_generation, skip)
         else:
             sampler = RandomSampler(self.train_set, generator=generator)
-        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers)
+        rank, world = processes(self)
+        local = share(self.batch_size, world)
+        if world > 1:
+            sampler = RankShard(sampler, self.batch_size, rank, world)
+        return DataLoader(self.train_set, batch_size=local, sampler=sampler, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=max(self.batch_size, 256), num_workers=self.num_workers)

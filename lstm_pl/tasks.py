@@ -46,7 +46,7 @@ class RegressionTask(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss = self.batch_loss(batch)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
         return loss
 
     def _evaluate(self, batch, stage: str) -> None:
@@ -150,7 +150,7 @@ class LanguageModelTask(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss, tokens = self._loss(batch, "train")
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=tokens)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=tokens, sync_dist=True)
         self.train_perplexity(loss.detach(), tokens)
         self.log("train/perplexity", self.train_perplexity, on_step=True, on_epoch=True)
         return loss

@@ -26,6 +26,7 @@ from jsonargparse.typing import PositiveInt
 from tokenizers.trainers import WordLevelTrainer
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .data import processes, share
 from .errors import ConfigError
 from .files import atomic_write
 
@@ -87,10 +88,10 @@ class StreamWindows(Dataset):
     nothing wraps around. Read with ``DataLoader(batch_size=None)``, in order.
     """
 
-    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int):
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, rows: slice = slice(None)):
         per_stream = len(ids) // batch_size
         self.streams = torch.as_tensor(np.asarray(ids[: batch_size * per_stream]), dtype=torch.long)
-        self.streams = self.streams.view(batch_size, per_stream)
+        self.streams = self.streams.view(batch_size, per_stream)[rows]  # rows: this process's streams under DDP
         self.seq_len = seq_len
 
     def __len__(self) -> int:
@@ -226,7 +227,11 @@ class TextDataModule(pl.LightningDataModule):
         return self.tokenizer.get_vocab_size()
 
     def windows(self, split: str) -> StreamWindows:
-        return StreamWindows(self.splits[split], self.batch_size, self.seq_len)
+        """The split's windows; under DDP, this process's share of the ``batch_size`` streams (each
+        process carries the state of its own streams)."""
+        rank, world = processes(self)
+        local = share(self.batch_size, world)
+        return StreamWindows(self.splits[split], self.batch_size, self.seq_len, slice(rank * local, (rank + 1) * local))
 
     def train_dataloader(self) -> DataLoader:
         windows = self.windows("train")
