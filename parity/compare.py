@@ -20,6 +20,7 @@ import argparse
 import ctypes
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -249,7 +250,11 @@ def pin_mmap_threshold() -> None:
 
 
 def quiet() -> None:
-    """Keep the output to the verdicts: no Lightning banners, no third-party deprecation notes."""
+    """Keep the output to the verdicts: no Lightning banners, no third-party deprecation notes, no
+    TensorFlow C++ log lines (read when TensorFlow is first imported, so set here, before), and
+    Keras on its TensorFlow backend."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")

@@ -11,18 +11,14 @@ layout), the batches and the optimizer's settings.
 
 from __future__ import annotations
 
-import os
 import time
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import keras
+import numpy as np
+import tensorflow as tf
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from .checks import TrainingInputs  # noqa: E402
-from .recording import Recording  # noqa: E402
+from .checks import TrainingInputs
+from .recording import Recording
 
 
 class HandLSTMCell(keras.layers.Layer):

@@ -66,7 +66,10 @@ def test_a_resumed_run_is_the_uninterrupted_run(task, stop, total, tmp_path, req
     assert resumed == scalars(whole, tag)
     final, expected = weights(run / "checkpoints" / "last.ckpt"), weights(whole / "checkpoints" / "last.ckpt")
     assert final.keys() == expected.keys() and all(torch.equal(final[k], expected[k]) for k in final)
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == total
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == total
+    curves = next(state for name, state in last["callbacks"].items() if name.startswith("LossCurves"))
+    assert [step for step, _ in curves["train"]] == list(range(1, total + 1))  # the figure covers the whole run
 
 
 def test_last_checkpoint_is_the_last_step(tmp_path):
@@ -174,6 +177,32 @@ def test_a_short_run_that_never_validates_is_fine(tmp_path):
         *SMALL["adding"])
     assert torch.load(tmp_path / "adding_solve" / "version_0" / "checkpoints" / "last.ckpt",
                       weights_only=True)["global_step"] == 5
+
+
+def test_a_full_disk_mid_run_is_one_line_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    fit("sine", tmp_path, "--trainer.max_steps=5")
+    last = tmp_path / "sine" / "version_0" / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    save = torch.save
+
+    def full_after_first_bytes(obj, file, *args, **kwargs):
+        Path(file).write_bytes(b"x" * 100)
+        raise OSError(errno.ENOSPC, "No space left on device", str(file))
+
+    monkeypatch.setattr(torch, "save", full_after_first_bytes)
+    line = one_line(capsys, "fit", "--config", str(ROOT / "configs" / "sine.yaml"), "--trainer.max_steps=10",
+                    f"--trainer.logger.init_args.save_dir={tmp_path}", f"--ckpt_path={last}")
+    monkeypatch.setattr(torch, "save", save)
+    assert "No space left on device" in line and "intact" in line, line
+    assert last.read_bytes() == before and not list(last.parent.glob("*.partial"))
+
+
+def test_generate_rejects_zero_words(sine_checkpoint, capsys):
+    from lstm_pl.generate import main as generate
+
+    with pytest.raises(SystemExit) as exit_:
+        generate(["--run", str(sine_checkpoint), "--prompt", "to be", "--words", "0"])
+    assert exit_.value.code == 2 and "--words must be at least 1" in capsys.readouterr().err
 
 
 def test_a_full_disk_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
