@@ -1,24 +1,31 @@
-# make run: set up .venv and train the sine LSTM.   make test: set up .venv and run the tests.
+# make run: set up .venv with what training needs and train the sine LSTM.
+# make test: add the parity extra (TensorFlow) and the test tools, then run the tests.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+PIP := $(PY) -m pip install -q --disable-pip-version-check
+TRAIN := $(VENV)/.installed-train
+ALL := $(VENV)/.installed-all
 
 .PHONY: setup run test clean
 
-setup: $(STAMP)
+setup: $(ALL)
 
 # torch first and pinned: the CPU wheel; nothing later may pull a CUDA build.
-$(STAMP): pyproject.toml constraints.txt
+$(TRAIN): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[parity,test]"
-	touch $(STAMP)
+	$(PIP) torch==2.13.0
+	$(PIP) -c constraints.txt -e .
+	touch $(TRAIN)
 
-run: $(STAMP)
+$(ALL): $(TRAIN)
+	$(PIP) -c constraints.txt -e ".[parity,test]"
+	touch $(ALL)
+
+run: $(TRAIN)
 	$(PY) -m lstm_pl fit --config configs/sine.yaml
 
-test: $(STAMP)
+test: $(ALL)
 	$(PY) -m pytest -q
 
 clean:

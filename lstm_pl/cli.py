@@ -98,7 +98,7 @@ class CLI(LightningCLI):
         if self.config.get("subcommand") == "fit" and is_run_folder and getattr(logger, "init_args", None) is not None:
             logger.init_args.save_dir = str(run.parent.parent)
             logger.init_args.name = run.parent.name
-            logger.init_args.version = run.name.removeprefix("version_")
+            logger.init_args.version = int(run.name.removeprefix("version_"))
 
     def before_instantiate_classes(self) -> None:
         """The run folder must be writable before training starts (not at the first checkpoint)."""
