@@ -232,6 +232,26 @@ def adam_for(optimizer: dict):
     return TorchAdam(lr, beta_1, beta_2, eps).apply
 
 
+def make_train_step(net: Network, optimizer: dict, clip: dict | None, jit_compile: bool = False):
+    """One optimizer step of ``net`` as a ``tf.function`` (XLA-compiled with ``jit_compile``):
+    (x, y, state) -> (loss before the update, the new state)."""
+    apply_gradients = adam_for(optimizer)
+    loss_of = loss_fn(net.spec["kind"])
+
+    @tf.function(reduce_retracing=True, jit_compile=jit_compile)
+    def train_step(x, y, state):
+        with tf.GradientTape() as tape:
+            output, new_state = net(x, state, training=True)
+            loss = loss_of(output, y)
+        # Dense gradients throughout: the embedding's arrives as IndexedSlices, but PyTorch's is a
+        # dense tensor, and its Adam decays the moments of every row, not only of the rows seen.
+        gradients = [tf.convert_to_tensor(g) for g in tape.gradient(loss, net.trainable_variables)]
+        apply_gradients(clip_gradients(gradients, clip), net.trainable_variables)
+        return loss, new_state
+
+    return train_step
+
+
 def train(recording: Recording, dtype: str, inputs: TrainingInputs) -> dict:
     """Train a fresh Keras network from the recording's initial weights on ``inputs.batches`` (one
     optimizer step each) and evaluate it on ``inputs.val_batches``. The language model's state
@@ -248,20 +268,9 @@ def train(recording: Recording, dtype: str, inputs: TrainingInputs) -> dict:
     net = Network(spec, dtype)
     net(cast(batches[0][0]), net.zero_state(batches[0][0].shape[0]))  # builds the variables
     assign_weights(net, recording.weights)
-    apply_gradients = adam_for(recording.optimizer)
     loss_of = loss_fn(spec["kind"])
     stateful = spec["kind"] == "language_model" and spec.get("stateful", True)
-
-    @tf.function(reduce_retracing=True)
-    def train_step(x, y, state):
-        with tf.GradientTape() as tape:
-            output, new_state = net(x, state, training=True)
-            loss = loss_of(output, y)
-        # Dense gradients throughout: the embedding's arrives as IndexedSlices, but PyTorch's is a
-        # dense tensor, and its Adam decays the moments of every row, not only of the rows seen.
-        gradients = [tf.convert_to_tensor(g) for g in tape.gradient(loss, net.trainable_variables)]
-        apply_gradients(clip_gradients(gradients, clip), net.trainable_variables)
-        return loss, new_state
+    train_step = make_train_step(net, recording.optimizer, clip)
 
     @tf.function(reduce_retracing=True)
     def eval_step(x, state):
