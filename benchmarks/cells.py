@@ -14,25 +14,29 @@ import torch
 from lstm_pl import RegressorSettings, SequenceRegressor
 
 
-def training_step(cell: str, batch: int, steps: int, hidden: int):
-    """A closure running one training step of a fresh hidden-``hidden`` regressor built on ``cell``."""
+def training_step(cell: str, batch: int, steps: int, hidden: int, device: str = "cpu"):
+    """A closure running one training step of a fresh hidden-``hidden`` regressor built on ``cell``
+    (on ``device``; a CUDA step waits for the device before it returns, so that it can be timed)."""
     torch.manual_seed(0)
     model = SequenceRegressor(RegressorSettings(input_size=2, output_size=1, cell=cell, hidden_size=hidden, init="tf1"))
+    model = model.to(device)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    x, y = torch.randn(batch, steps, 2), torch.randn(batch, 1)
+    x, y = torch.randn(batch, steps, 2, device=device), torch.randn(batch, 1, device=device)
 
     def one_step():
         optimizer.zero_grad()
         torch.nn.functional.mse_loss(model(x), y).backward()
         optimizer.step()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
 
     return one_step
 
 
-def step_times(cells, batch: int, steps: int, hidden: int, repeats: int) -> dict[str, float]:
+def step_times(cells, batch: int, steps: int, hidden: int, repeats: int, device: str = "cpu") -> dict[str, float]:
     """Best-of-``repeats`` seconds per step for each cell, the cells interleaved round by round so
     that load from other processes hits them all alike."""
-    runs = {cell: training_step(cell, batch, steps, hidden) for cell in cells}
+    runs = {cell: training_step(cell, batch, steps, hidden, device) for cell in cells}
     for run in runs.values():  # warm-up
         run(), run()
     best = {cell: float("inf") for cell in cells}
@@ -51,13 +55,15 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda where there is one")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads, T={args.steps}, hidden={args.hidden}, "
+    print(f"torch {torch.__version__}, {args.device}, {args.threads} threads, T={args.steps}, hidden={args.hidden}, "
           f"best of {args.repeats} training steps (forward, backward, Adam)")
     print(f"{'batch':>5} {'cell':<14} {'ms/step':>8} {'x nn.LSTM':>9}")
     for batch in args.batch:
-        best = step_times(("lstm", "lstm_peephole", "lstm_cec", "rnn"), batch, args.steps, args.hidden, args.repeats)
+        best = step_times(("lstm", "lstm_peephole", "lstm_cec", "rnn"), batch, args.steps, args.hidden, args.repeats,
+                          args.device)
         for cell, seconds in best.items():
             print(f"{batch:>5} {cell:<14} {seconds * 1e3:8.1f} {seconds / best['lstm']:9.2f}")
 

@@ -62,9 +62,10 @@ class StepClock(pl.Callback):
         self.end = time.perf_counter()
 
 
-def build(task: str, batch: int, steps: int, folder: str) -> CLI:
-    """The task's run as the CLI builds it, at ``batch``, for ``steps`` steps, training only."""
-    overrides = [f"--data.init_args.batch_size={batch}", f"--trainer.max_steps={steps}", "--trainer.max_epochs=-1",
+def build(task: str, batch: int, steps: int, folder: str, extra: tuple[str, ...] = ()) -> CLI:
+    """The task's run as the CLI builds it, at ``batch``, for ``steps`` steps, training only
+    (``extra``: more overrides, e.g. the accelerator and precision)."""
+    overrides = [*extra, f"--data.init_args.batch_size={batch}", f"--trainer.max_steps={steps}", "--trainer.max_epochs=-1",
                  f"--trainer.logger.init_args.save_dir={folder}", "--trainer.limit_val_batches=0",
                  "--trainer.num_sanity_val_steps=0", "--trainer.callbacks=[]", "--trainer.enable_model_summary=false",
                  "--checkpoint.monitor=null"]
@@ -87,9 +88,9 @@ def training_batches(cli: CLI, count: int) -> list:
     return batches
 
 
-def port(task: str, batch: int, warmup: int, steps: int, folder: str) -> float:
+def port(task: str, batch: int, warmup: int, steps: int, folder: str, extra: tuple[str, ...] = ()) -> float:
     """Seconds per step of ``trainer.fit``."""
-    cli = build(task, batch, warmup + steps, folder)
+    cli = build(task, batch, warmup + steps, folder, extra)
     clock = StepClock(warmup)
     cli.trainer.callbacks.append(clock)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)

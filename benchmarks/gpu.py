@@ -1,0 +1,46 @@
+"""The GPU check, for a machine with CUDA (``benchmarks/gpu.sh`` runs it): every task trained a
+fixed number of steps through the Lightning Trainer at its large batch, in fp32 and bf16-mixed,
+as steps/s and samples (tokens for the language model) per second, and whether cuDNN is there.
+
+    python -m benchmarks.gpu [--accelerator gpu] [--rounds 2]
+
+(``--accelerator cpu`` runs the same code on the CPU, which is how it is tested without a GPU.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+
+import torch
+
+from benchmarks.tasks import TASKS, port
+from lstm_pl.cli import quiet_start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--accelerator", default="gpu")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    args = parser.parse_args()
+    quiet_start()
+    cudnn = torch.backends.cudnn
+    print(f"torch {torch.__version__}; CUDA {torch.version.cuda}, available: {torch.cuda.is_available()}"
+          f"{', ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ''}; cuDNN available: "
+          f"{cudnn.is_available()}, enabled: {cudnn.enabled}, version: {cudnn.version() if cudnn.is_available() else None}")
+    print("| task | batch | precision | steps/s | samples/s |")
+    print("| --- | ---: | --- | ---: | ---: |")
+    for task in args.tasks:
+        _, _, batch, unit, warmup, steps = TASKS[task]
+        for precision in ("32-true", "bf16-mixed"):
+            extra = (f"--trainer.accelerator={args.accelerator}", "--trainer.devices=1", f"--trainer.precision={precision}")
+            with tempfile.TemporaryDirectory() as folder:
+                seconds = statistics.median(port(task, batch, warmup, steps, folder, extra) for _ in range(args.rounds))
+            per_step = batch * (50 if task == "shakespeare" else 1)
+            print(f"| {task} | {batch} | {precision} | {1 / seconds:.1f} | {per_step / seconds:,.0f} {unit} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
