@@ -37,6 +37,20 @@ class TFAdam(torch.optim.Optimizer):
                              f"got lr={lr}, betas={betas}, eps={eps}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps))
 
+    @staticmethod
+    def _settings(group: dict) -> list[float]:
+        return [float(group["lr"]), *map(float, group["betas"]), float(group["eps"])]
+
+    @classmethod
+    def _constants(cls, group: dict, p: torch.Tensor) -> dict:
+        """The group's hyperparameters as TF1 holds them for ``p``: float32 tensors, cast to its
+        dtype; made once per parameter and again only when a scheduler changes the settings."""
+        float32 = lambda value: torch.tensor(value, dtype=torch.float32, device=p.device)
+        beta1_32, beta2_32 = (float32(b) for b in group["betas"])
+        beta1, beta2 = beta1_32.to(p.dtype), beta2_32.to(p.dtype)
+        return dict(lr=float32(group["lr"]).to(p.dtype), eps=float32(group["eps"]).to(p.dtype), beta1_32=beta1_32,
+                    beta2_32=beta2_32, one_minus_beta1=1 - beta1, one_minus_beta2=1 - beta2, settings=cls._settings(group))
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = None
@@ -47,19 +61,17 @@ class TFAdam(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                float32 = lambda value: torch.tensor(value, dtype=torch.float32, device=p.device)
-                lr, eps = (float32(group[key]).to(p.dtype) for key in ("lr", "eps"))
-                beta1_32, beta2_32 = (float32(b) for b in group["betas"])
-                beta1, beta2 = beta1_32.to(p.dtype), beta2_32.to(p.dtype)
                 state = self.state[p]
                 if not state:
-                    state.update(m=torch.zeros_like(p), v=torch.zeros_like(p), beta1_power=beta1_32.clone(),
-                                 beta2_power=beta2_32.clone())
+                    state.update(self._constants(group, p), m=torch.zeros_like(p), v=torch.zeros_like(p))
+                    state["beta1_power"], state["beta2_power"] = state["beta1_32"].clone(), state["beta2_32"].clone()
+                elif state["settings"] != self._settings(group):  # a scheduler moved lr or betas
+                    state.update(self._constants(group, p))
                 g, m, v = p.grad, state["m"], state["v"]
-                lr_t = lr * torch.sqrt(1 - state["beta2_power"].to(p.dtype)) / (1 - state["beta1_power"].to(p.dtype))
-                m.add_((g - m) * (1 - beta1))
-                v.add_((g * g - v) * (1 - beta2))
-                p.sub_((m * lr_t) / (v.sqrt() + eps))
-                state["beta1_power"].mul_(beta1_32)
-                state["beta2_power"].mul_(beta2_32)
+                lr_t = state["lr"] * torch.sqrt(1 - state["beta2_power"].to(p.dtype)) / (1 - state["beta1_power"].to(p.dtype))
+                m.add_((g - m) * state["one_minus_beta1"])
+                v.add_((g * g - v) * state["one_minus_beta2"])
+                p.sub_((m * lr_t) / (v.sqrt() + state["eps"]))
+                state["beta1_power"].mul_(state["beta1_32"])
+                state["beta2_power"].mul_(state["beta2_32"])
         return loss

@@ -63,3 +63,19 @@ def test_bit_for_bit_against_tensorflow_1(dtype):
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="TFAdam"):
         TFAdam([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
+
+
+def test_a_changed_learning_rate_is_followed():
+    """A scheduler that moves lr mid-run: the next update uses the new rate (nothing cached stale).
+    Adam's update is about lr·m̂/√v̂, so raising lr tenfold makes the next update about ten times larger."""
+    weight = torch.nn.Parameter(torch.tensor(START))
+    optimizer = TFAdam([weight], lr=1e-3)
+    sizes = []
+    for step, g in enumerate([RNG.normal(size=START.shape) for _ in range(6)]):
+        if step == 3:
+            optimizer.param_groups[0]["lr"] = 1e-2
+        before = weight.detach().clone()
+        weight.grad = torch.tensor(g)
+        optimizer.step()
+        sizes.append(float((weight.detach() - before).abs().mean()))
+    assert sizes[3] > 5 * sizes[2] and sizes[2] < 2e-3 < sizes[3]
