@@ -25,8 +25,9 @@ $(ALL): $(TRAIN)
 run: $(TRAIN)
 	$(PY) -m lstm_pl fit --config configs/sine.yaml
 
+# Two workers: the suite is CPU-bound and this machine has two cores (pytest-xdist).
 test: $(ALL)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 clean:
 	rm -rf $(VENV) runs
