@@ -18,8 +18,10 @@ $(TRAIN): pyproject.toml constraints.txt
 	$(PIP) -c constraints.txt -e .
 	touch $(TRAIN)
 
+# tf_keras without its dependencies: it names the full tensorflow wheel, tensorflow-cpu provides it.
 $(ALL): $(TRAIN)
 	$(PIP) -c constraints.txt -e ".[parity,test]"
+	$(PIP) -c constraints.txt --no-deps tf_keras
 	touch $(ALL)
 
 run: $(TRAIN)

@@ -7,6 +7,7 @@ model received it, every step's loss, and the final validation loss with its bat
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import time
 import warnings
 from pathlib import Path
@@ -176,6 +177,9 @@ def check_comparable(cli: CLI, spec: dict, optimizer: dict, backend: str, follow
     if cli.config.trainer.accumulate_grad_batches != 1:
         raise NotComparable("trainer.accumulate_grad_batches must be 1 for a step-by-step comparison")
     if backend == "tf1":
+        if importlib.util.find_spec("tf_keras") is None:
+            raise NotComparable("--tensorflow tf1 needs the tf_keras package (TF1's RNN cells): "
+                                "pip install --no-deps tf_keras==2.21.0")
         if spec["kind"] != "regression" or spec["cell"] not in ("lstm", "rnn") or spec["num_layers"] != 1:
             raise NotComparable(f"--tensorflow tf1 rebuilds the original programs (one LSTMCell or BasicRNNCell layer "
                                 f"on sine or adding); this config has {spec['kind']}, cell {spec['cell']}, "
