@@ -12,6 +12,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from .callbacks import weights_finite
 from .errors import ConfigError
 from .files import atomic_write
 
@@ -53,8 +54,7 @@ class Checkpoints(ModelCheckpoint):
         self._save_last_now(trainer)
 
     def on_exception(self, trainer, pl_module, exception):
-        weights_finite = all(torch.isfinite(p).all() for p in pl_module.parameters())
-        if trainer.state.fn == "fit" and weights_finite:
+        if trainer.state.fn == "fit" and weights_finite(pl_module):
             self._save_last_now(trainer)
 
 

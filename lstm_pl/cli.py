@@ -118,9 +118,10 @@ class CLI(LightningCLI):
         CLI.latest = self
 
 
-def config_error(error: BaseException | None) -> ConfigError | None:
-    """The ``ConfigError`` behind ``error``, if any (jsonargparse wraps what ``__init__`` raises)."""
-    while error is not None and not isinstance(error, ConfigError):
+def cause(error: BaseException | None, kinds: type | tuple[type, ...] = ConfigError) -> BaseException | None:
+    """The error of one of ``kinds`` behind ``error``, if any (jsonargparse and Lightning wrap what
+    a constructor or a hook raises)."""
+    while error is not None and not isinstance(error, kinds):
         error = error.__cause__ or error.__context__
     return error
 
@@ -170,20 +171,13 @@ def main(args: list[str] | None = None) -> None:
         sys.stderr.write(f"lstm_pl: interrupted by {name} at step {step}; {resume_command(CLI.latest, argv)}\n")
         sys.exit(128 + received[0])
     except Exception as error:
-        cause = config_error(error) or training_error(error)
-        if cause is None and isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS):
-            cause = f"cannot write {error.filename or 'the run folder'} ({error.strerror}); files written before are intact"
-        if cause is None:
+        reason = cause(error, (ConfigError, TrainingError))
+        if reason is None and isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS):
+            reason = f"cannot write {error.filename or 'the run folder'} ({error.strerror}); files written before are intact"
+        if reason is None:
             raise
-        sys.stderr.write(f"lstm_pl: error: {cause}\n")
+        sys.stderr.write(f"lstm_pl: error: {reason}\n")
         sys.exit(2)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def training_error(error: BaseException | None) -> TrainingError | None:
-    """The ``TrainingError`` behind ``error``, if any."""
-    while error is not None and not isinstance(error, TrainingError):
-        error = error.__cause__ or error.__context__
-    return error

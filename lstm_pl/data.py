@@ -128,6 +128,12 @@ def processes(module: pl.LightningDataModule) -> tuple[int, int]:
     return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
 
+def batches_drawn(trainer: pl.Trainer) -> int:
+    """The training batches a run has consumed so far (optimizer steps × accumulation): where a
+    resumed run's data must go on from."""
+    return trainer.global_step * trainer.accumulate_grad_batches
+
+
 def share(batch_size: int, world: int) -> int:
     """Each process's part of a global batch; the batch must divide evenly among the processes."""
     if batch_size % world:
@@ -171,7 +177,7 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
     def state_dict(self) -> dict:
         """Saved in every checkpoint: the training batches drawn so far (steps × accumulation)."""
         trainer = self.trainer
-        return {"batches_drawn": trainer.global_step * trainer.accumulate_grad_batches} if trainer is not None else {}
+        return {"batches_drawn": batches_drawn(trainer)} if trainer is not None else {}
 
     def load_state_dict(self, state: dict) -> None:
         self.batches_to_skip = state.get("batches_drawn", 0)

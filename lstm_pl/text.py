@@ -26,7 +26,7 @@ from jsonargparse.typing import PositiveInt
 from tokenizers.trainers import WordLevelTrainer
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .data import processes, share
+from .data import batches_drawn, processes, share
 from .errors import ConfigError
 from .files import atomic_write
 
@@ -257,8 +257,7 @@ class TextDataModule(pl.LightningDataModule):
         the next)."""
         state = {"tokenizer": self.tokenizer.to_str()} if self.tokenizer is not None else {}
         if self.trainer is not None and self.trainer.num_training_batches:
-            batches = self.trainer.global_step * self.trainer.accumulate_grad_batches
-            state["windows_done_in_epoch"] = int(batches % self.trainer.num_training_batches)
+            state["windows_done_in_epoch"] = int(batches_drawn(self.trainer) % self.trainer.num_training_batches)
         return state
 
     def load_state_dict(self, state: dict) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lstm_pl.cli import config_error, quiet_start
+from lstm_pl.cli import cause, quiet_start
 from lstm_pl.errors import ConfigError
 from lstm_pl.files import atomic_write
 
@@ -279,14 +279,14 @@ def main(argv: list[str] | None = None) -> int:
             report = compare(path, args.dtype, args.steps, tolerance, run / path.stem, overrides, args.threads,
                              args.tensorflow, args.follow_torch_adam)
         except Exception as error:
-            cause = config_error(error)
-            if cause is None:
+            refusal = cause(error)
+            if refusal is None:
                 raise
-            if len(paths) > 1 and isinstance(cause, pytorch_side.NotComparable):
-                print(f"{path.stem}: skipped, {cause}", flush=True)  # under all: not a failure, said
-                skipped.append((path.stem, str(cause)))
+            if len(paths) > 1 and isinstance(refusal, pytorch_side.NotComparable):
+                print(f"{path.stem}: skipped, {refusal}", flush=True)  # under all: not a failure, said
+                skipped.append((path.stem, str(refusal)))
                 continue
-            print(f"parity: error: {path.stem}: {cause}", file=sys.stderr, flush=True)
+            print(f"parity: error: {path.stem}: {refusal}", file=sys.stderr, flush=True)
             refused.append(path.stem)
             continue
         print(report["verdict"], flush=True)
