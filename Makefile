@@ -16,6 +16,7 @@ $(TRAIN): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0
 	$(PIP) -c constraints.txt -e .
+	$(PY) -m lstm_pl.fused || true  # the hand-written cells' compiled kernels; they run eagerly without
 	touch $(TRAIN)
 
 # tf_keras without its dependencies: it names the full tensorflow wheel, tensorflow-cpu provides it.

@@ -20,7 +20,9 @@ Notation (one layer, one time step; ⊙ is the element-wise product, σ the logi
 
 ``rnn`` and ``lstm`` run on ``nn.RNN`` and ``nn.LSTM`` (oneDNN on CPU, cuDNN on GPU); the two
 variants the library lacks are written here by hand (``LSTMLayer``), with the input projection
-of all time steps done in one matrix product so that only the recurrence is a Python loop.
+of all time steps done in one matrix product so that only the recurrence is a loop: on the CPU a
+compiled one (``fused_lstm.cpp``, see ``lstm_pl.fused``), elsewhere or where it cannot be built
+the eager PyTorch loop below. Both compute the same equations.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ class LSTMRecurrence(torch.autograd.Function):
 
     Input: ``x_proj`` (T, B, G·H) = W x_t + b for every step (one matrix product, done outside;
     G = 4 gate blocks i, f, g, o, or 3 without a forget gate), the initial state ``h0``, ``c0``
-    (B, H), ``weight_hh`` (G·H, H), ``peephole`` (3, H) or None.
+    (B, H), ``weight_hh`` (G·H, H), ``peephole`` (3, H) or None, and ``kernels``: the compiled
+    module of ``lstm_pl.fused`` to run both loops with, or None for the eager loops here.
     Output: the hidden states (T, B, H) and the final cell state (B, H).
 
     Why by hand: autograd would record ~15 small operations per time step and replay them one by
@@ -54,7 +57,14 @@ class LSTMRecurrence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x_proj, h0, c0, weight_hh, peephole):
+    def forward(ctx, x_proj, h0, c0, weight_hh, peephole, kernels=None):
+        ctx.kernels = kernels
+        if kernels is not None:  # the same loop, each step's element-wise work fused (fused_lstm.cpp)
+            empty = x_proj.new_empty(0)
+            acts, h, c, tanh_c = kernels.forward(x_proj.contiguous(), h0, c0, weight_hh.contiguous(),
+                                                 empty if peephole is None else peephole)
+            ctx.save_for_backward(acts, h, c, tanh_c, weight_hh, peephole)
+            return h[1:], c[-1]
         steps, batch, width = x_proj.shape
         hidden = h0.shape[1]
         gates = width // hidden  # blocks i, f, g, o; without a forget gate i, g, o
@@ -93,6 +103,23 @@ class LSTMRecurrence(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_hs, grad_c_last):
         acts, h, c, tanh_c, weight_hh, peephole = ctx.saved_tensors
+        if ctx.kernels is not None:
+            empty = acts.new_empty(0)
+            grad_a, grad_h, grad_c, grad_peephole = ctx.kernels.backward(
+                empty if grad_hs is None else grad_hs.contiguous(),
+                empty if grad_c_last is None else grad_c_last.contiguous(),
+                acts, c, tanh_c, weight_hh.contiguous(), empty if peephole is None else peephole)
+            grad_peephole = grad_peephole if peephole is not None else None
+        else:
+            grad_a, grad_h, grad_c, grad_peephole = LSTMRecurrence.eager_backward(
+                grad_hs, grad_c_last, acts, h, c, tanh_c, weight_hh, peephole)
+        steps, batch, hidden = tanh_c.shape
+        grad_weight_hh = grad_a.view(steps * batch, -1).t() @ h[:-1].reshape(steps * batch, hidden)
+        return grad_a, grad_h, grad_c, grad_weight_hh, grad_peephole, None
+
+    @staticmethod
+    def eager_backward(grad_hs, grad_c_last, acts, h, c, tanh_c, weight_hh, peephole):
+        """δa for every step, δh0, δc0 and δp (or None), one step at a time with PyTorch operators."""
         steps, batch, hidden = tanh_c.shape
         gates = acts.shape[2] // hidden
         forget_gate, n_sig = gates == 4, gates - 2
@@ -136,13 +163,12 @@ class LSTMRecurrence(torch.autograd.Function):
                 grad_h = torch.addmm(grad_hs_t[t - 1], d_t[t], weight_hh)
             else:
                 grad_h = d_t[t] @ weight_hh
-        grad_weight_hh = grad_a.view(steps * batch, -1).t() @ h[:-1].reshape(steps * batch, hidden)
         grad_peephole = None
-        if peephole is not None:
+        if peephole is not None:  # δp_i = Σ δa_i ⊙ c₋, δp_f = Σ δa_f ⊙ c₋, δp_o = Σ δa_o ⊙ c
             grad_peephole = torch.zeros_like(peephole)
             grad_peephole[:n_sig] = (grad[:, :, :n_sig] * c[:-1, :, None]).sum((0, 1))
             grad_peephole[2] = (grad[:, :, -1] * c[1:]).sum((0, 1))
-        return grad_a, grad_h, grad_c, grad_weight_hh, grad_peephole
+        return grad_a, grad_h, grad_c, grad_peephole
 
 
 class LSTMLayer(nn.Module):
@@ -154,10 +180,12 @@ class LSTMLayer(nn.Module):
     without a forget gate).
     """
 
-    def __init__(self, input_size: int, hidden_size: int, forget_gate: bool = True, peephole: bool = False):
+    def __init__(self, input_size: int, hidden_size: int, forget_gate: bool = True, peephole: bool = False,
+                 fused: bool = True):
         super().__init__()
         self.input_size, self.hidden_size = input_size, hidden_size
         self.forget_gate = forget_gate
+        self.fused = fused  # on the CPU, use the compiled kernels where they build (lstm_pl.fused)
         gates = 4 if forget_gate else 3
         self.weight_ih = nn.Parameter(torch.empty(gates * hidden_size, input_size))
         self.weight_hh = nn.Parameter(torch.empty(gates * hidden_size, hidden_size))
@@ -178,7 +206,11 @@ class LSTMLayer(nn.Module):
             state = (x.new_zeros(batch, self.hidden_size), x.new_zeros(batch, self.hidden_size))
         # W x + b for every step at once, time-major: the loop only adds U h.
         x_proj = torch.addmm(self.bias, x.transpose(0, 1).reshape(steps * batch, -1), self.weight_ih.t())
-        hs, c = LSTMRecurrence.apply(x_proj.view(steps, batch, -1), state[0], state[1], self.weight_hh, self.peephole)
+        from . import fused  # here, not at import: nothing compiles until a hand-written cell runs
+
+        kernels = fused.kernels() if self.fused and x.device.type == "cpu" else None
+        hs, c = LSTMRecurrence.apply(x_proj.view(steps, batch, -1), state[0], state[1], self.weight_hh, self.peephole,
+                                     kernels)
         return hs.transpose(0, 1), (hs[-1], c)
 
 

@@ -3,8 +3,22 @@
 import pytest
 import torch
 
+from lstm_pl import fused
 from lstm_pl.cells import CELLS, LSTMRecurrence, StackedLSTM, make_recurrent
 
+PATHS = ["eager", "fused"]
+
+
+def kernels_for(path):
+    """None for the eager loop, else the compiled kernels, which must have built (unless the run
+    turned them off with LSTM_PL_FUSED=0, when the fused cases are skipped)."""
+    if path == "eager":
+        return None
+    module = fused.kernels()
+    if module is None and fused.disabled():
+        pytest.skip("LSTM_PL_FUSED=0")
+    assert module is not None, "the fused kernels did not build: see the log line of lstm_pl.fused"
+    return module
 
 
 @pytest.fixture(autouse=True)
@@ -40,10 +54,12 @@ def reference_lstm(x, h, c, w_ih, w_hh, b, peephole=None, forget_gate=True):
     return torch.stack(outputs, 1), h, c
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("cell", ["lstm_peephole", "lstm_cec"])
-def test_hand_written_cell_matches_its_equations(cell):
+def test_hand_written_cell_matches_its_equations(cell, path):
     torch.manual_seed(0)
     layer = make_recurrent(cell, 3, 8).layers[0]
+    layer.fused = kernels_for(path) is not None
     x = torch.randn(4, 12, 3)
     h0, c0 = torch.randn(4, 8), torch.randn(4, 8)
     params = [layer.weight_ih, layer.weight_hh, layer.bias] + ([layer.peephole] if layer.peephole is not None else [])
@@ -61,21 +77,24 @@ def test_hand_written_cell_matches_its_equations(cell):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("forget_gate", [True, False])
 @pytest.mark.parametrize("peephole", [True, False])
-def test_recurrence_backward_gradcheck(forget_gate, peephole):
+def test_recurrence_backward_gradcheck(forget_gate, peephole, path):
+    kernels = kernels_for(path)
     torch.manual_seed(1)
     steps, batch, hidden, gates = 5, 3, 4, 4 if forget_gate else 3
     inputs = [torch.randn(steps, batch, gates * hidden), torch.randn(batch, hidden), torch.randn(batch, hidden),
               torch.randn(gates * hidden, hidden)] + ([torch.randn(3, hidden)] if peephole else [])
     inputs = [t.requires_grad_() for t in inputs]
-    fn = lambda xp, h0, c0, w, *p: LSTMRecurrence.apply(xp, h0, c0, w, p[0] if p else None)
+    fn = lambda xp, h0, c0, w, *p: LSTMRecurrence.apply(xp, h0, c0, w, p[0] if p else None, kernels)
     assert torch.autograd.gradcheck(fn, inputs)
 
 
-def test_peephole_with_zero_peepholes_is_nn_lstm():
+@pytest.mark.parametrize("path", PATHS)
+def test_peephole_with_zero_peepholes_is_nn_lstm(path):
     torch.manual_seed(2)
-    mine = StackedLSTM(3, 16, num_layers=2, peephole=True)
+    mine = StackedLSTM(3, 16, num_layers=2, peephole=True, fused=kernels_for(path) is not None)
     reference = torch.nn.LSTM(3, 16, num_layers=2, batch_first=True)
     with torch.no_grad():
         for k, layer in enumerate(mine.layers):
@@ -113,3 +132,37 @@ def test_every_cell_has_the_same_interface(cell):
 def test_unknown_cell():
     with pytest.raises(ValueError, match="cell"):
         make_recurrent("gru", 2, 4)
+
+
+def test_fused_and_eager_agree_in_float32():
+    """The compiled loop against the eager one at a training shape, in float32 (rounding only)."""
+    kernels_for("fused")
+    torch.manual_seed(3)
+    layers = [make_recurrent("lstm_peephole", 2, 32).to(torch.float32) for _ in range(2)]
+    layers[1].load_state_dict(layers[0].state_dict())
+    layers[0].layers[0].fused, layers[1].layers[0].fused = False, True
+    x = torch.randn(16, 50, 2, dtype=torch.float32)
+    results = []
+    for layer in layers:
+        out, (h, c) = layer(x)
+        grads = torch.autograd.grad(out.square().mean() + c.sum(), list(layer.parameters()))
+        results.append((out, h, c, *grads))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_a_failed_build_falls_back_to_the_eager_loop_with_one_line(monkeypatch, caplog):
+    def broken(verbose=False):
+        raise OSError("no C++ compiler\nsecond line of the compiler's complaint")
+
+    monkeypatch.setattr(fused, "build", broken)
+    fused.kernels.cache_clear()
+    try:
+        assert fused.kernels() is None
+        layer = make_recurrent("lstm_cec", 2, 4)
+        out, _ = layer(torch.randn(3, 5, 2))
+        assert out.shape == (3, 5, 4)
+    finally:
+        fused.kernels.cache_clear()
+    notices = [r.getMessage() for r in caplog.records if r.name == "lstm_pl.fused"]
+    assert len(notices) == 1 and "no C++ compiler" in notices[0] and "\n" not in notices[0]
