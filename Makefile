@@ -7,7 +7,7 @@ PIP := $(PY) -m pip install -q --disable-pip-version-check
 TRAIN := $(VENV)/.installed-train
 ALL := $(VENV)/.installed-all
 
-.PHONY: setup run test clean
+.PHONY: setup run test results clean
 
 setup: $(ALL)
 
@@ -31,6 +31,10 @@ run: $(TRAIN)
 # Two workers: the suite is CPU-bound and this machine has two cores (pytest-xdist).
 test: $(ALL)
 	$(PY) -m pytest -q -n 2
+
+# Every experiment over seeds: docs/figures/ and RESULTS.md's tables (about an hour on two cores).
+results: $(ALL)
+	$(PY) -m lstm_pl.results
 
 clean:
 	rm -rf $(VENV) runs

@@ -14,7 +14,7 @@ import abc
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Optional
 
 import numpy as np
 import pytorch_lightning as pl
@@ -158,6 +158,10 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
     stream's batches (``RankShard``; Lightning's own distributed sampler is switched off in
     ``configs/base.yaml``), so the processes together see the one-process batches.
 
+    ``test_seed``: where set, ``test`` scores a fresh draw of the whole data set from
+    ``RandomState(test_seed)`` (the same size), which neither training nor early stopping sees;
+    unset, ``test`` reports on the validation split (the original had no third split).
+
     Resuming: every checkpoint records how many training batches were drawn, and the streams skip
     as many when they start again, so a resumed run sees the batches an uninterrupted one would
     (``epochs`` restarts its shuffled pass instead: not resumable bit for bit).
@@ -166,9 +170,10 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
     input_size: int  # features per time step: the model's input_size (linked by the CLI)
 
     def __init__(self, seed: int = 12, batch_size: PositiveInt = 10, sampling: Sampling = "with_replacement",
-                 val_size: OpenUnitInterval = 0.1, split_seed: int = 1, sampling_seed: int = 0, num_workers: int = 0):
+                 val_size: OpenUnitInterval = 0.1, split_seed: int = 1, sampling_seed: int = 0,
+                 test_seed: Optional[int] = None, num_workers: int = 0):
         super().__init__()
-        self.seed, self.batch_size, self.sampling = seed, batch_size, sampling
+        self.seed, self.batch_size, self.sampling, self.test_seed = seed, batch_size, sampling, test_seed
         self.val_size, self.split_seed, self.sampling_seed = val_size, split_seed, sampling_seed
         self.num_workers = num_workers
         self.x: np.ndarray | None = None
@@ -196,6 +201,10 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
         as_tensors = lambda idx: TensorDataset(torch.tensor(self.x[idx], dtype=torch.float32),
                                                torch.tensor(self.y[idx], dtype=torch.float32))
         self.train_set, self.val_set = as_tensors(self.train_idx), as_tensors(self.val_idx)
+        self.test_set = self.val_set
+        if self.test_seed is not None:  # a fresh draw of the whole data set, held out from fit
+            x, y = self.make_arrays(np.random.RandomState(self.test_seed))
+            self.test_set = TensorDataset(torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32))
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.sampling_seed)
@@ -215,7 +224,10 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=max(self.batch_size, 256), num_workers=self.num_workers)
 
-    test_dataloader = val_dataloader  # the original has no third split: test reports on validation
+    def test_dataloader(self) -> DataLoader:
+        """The held-out test set where ``test_seed`` is set, else (the original had no third split)
+        the validation set."""
+        return DataLoader(self.test_set, batch_size=max(self.batch_size, 256), num_workers=self.num_workers)
 
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(TensorDataset(torch.tensor(self.x[self.val_idx], dtype=torch.float32)),
@@ -246,14 +258,14 @@ class SineDataModule(ArrayDataModule):
         self.length, self.period, self.noise, self.window = length, period, noise, window
 
     def make_arrays(self, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
-        self.series, self.clean = noisy_sine(self.length, self.period, self.noise, rng=rng)
-        return sliding_windows(self.series, self.window)
+        series, _ = noisy_sine(self.length, self.period, self.noise, rng=rng)
+        return sliding_windows(series, self.window)
 
     @property
     def waveform(self) -> Waveform:
-        """The series and the clean wave (after ``setup``), for the figure."""
-        self.setup()
-        return Waveform(self.series, self.clean, self.window)
+        """The series the model trains on (seed ``seed``) and the clean wave, for the figure."""
+        noisy, clean = noisy_sine(self.length, self.period, self.noise, rng=np.random.RandomState(self.seed))
+        return Waveform(noisy, clean, self.window)
 
 
 class AddingDataModule(ArrayDataModule):

@@ -29,6 +29,7 @@ class RegressionTask(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.net = SequenceRegressor(net)
+        self.example_input_array = torch.zeros(1, 10, net.input_size)  # traced for TensorBoard's graph
         self.metrics = torch.nn.ModuleDict({
             f"{stage}_{name}": metric()
             for stage in ("val", "test")
@@ -102,6 +103,7 @@ class LanguageModelTask(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.net = WordLanguageModel(net)
+        self.example_input_array = torch.zeros(1, 10, dtype=torch.long)  # traced for TensorBoard's graph
         self.train_perplexity = Perplexity()
         self.metrics = torch.nn.ModuleDict({
             f"{stage}_{name}": metric() for stage in ("val", "test")

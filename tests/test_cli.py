@@ -39,6 +39,7 @@ def test_sine_fit_lowers_loss_and_leaves_artifacts(config_path, tmp_path):
     events.Reload()
     assert {"train/loss", "val/loss", "val/closed_loop_mse"} <= set(events.Tags()["scalars"])
     assert {"loss_curves", "waveform"} <= set(events.Tags()["images"])
+    assert events.Tags()["graph"] and any("lstm" in node.op for node in events.Graph().node)  # log_graph
     assert "hidden_size" in (run / "hparams.yaml").read_text()
 
 

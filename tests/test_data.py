@@ -104,6 +104,33 @@ def test_adding_datamodule_reuses_the_split():
     assert data.train_set[0][0].shape == (20, 2)
 
 
+def test_held_out_test_set_is_a_fresh_draw():
+    """test_seed: test scores a new draw of the data, disjoint from what fit sees; without it,
+    the validation split (the original had no third split)."""
+    held_out = AddingDataModule(t=20, n_sequence=500, test_seed=1000)
+    held_out.setup("fit")
+    x, y = adding_problem(20, 500, seed=1000)
+    test_x, test_y = held_out.test_set.tensors
+    assert test_x.shape == (500, 20, 2)
+    np.testing.assert_allclose(test_y.numpy(), y.astype(np.float32))
+    np.testing.assert_allclose(test_x.numpy(), x.astype(np.float32))
+    train_x = held_out.train_set.tensors[0]
+    assert not any(torch.equal(train_x[i], test_x[0]) for i in range(len(train_x)))
+    plain = AddingDataModule(t=20, n_sequence=500)
+    plain.setup("fit")
+    assert plain.test_set is plain.val_set
+    assert torch.equal(plain.train_set.tensors[0], train_x)  # the held-out draw changes nothing else
+
+
+def test_sine_waveform_is_the_training_series_with_a_test_draw():
+    data = SineDataModule(test_seed=1000)
+    data.setup("fit")
+    noisy, clean = noisy_sine(251, 100, 0.05, seed=12)
+    np.testing.assert_array_equal(data.waveform.noisy, noisy)
+    np.testing.assert_array_equal(data.waveform.clean, clean)
+    assert len(data.test_set) == 226 and not torch.equal(data.test_set.tensors[0], data.val_set.tensors[0])
+
+
 @pytest.mark.parametrize("override, key", [
     ("--data.init_args.window=300", "data.init_args.window"),
     ("--data.init_args.window=0", "data.init_args.window"),

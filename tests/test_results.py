@@ -1,0 +1,74 @@
+"""The results regeneration: runs each (arm, seed) once as ordinary CLI runs, reads them back from
+their folders, summarises over seeds, and rewrites only its own block of RESULTS.md."""
+
+import json
+
+import pytest
+
+from lstm_pl import results
+from lstm_pl.results import Arm, Column, Experiment
+
+
+def test_summary_is_median_and_range():
+    assert results.summary([0.3, 0.1, 0.2], "{:.1f}") == "0.2 [0.1, 0.3]"
+    assert results.summary([0.5, None], "{:.1f}") == "0.5"
+    assert results.summary([None, float("nan")], "{:.1f}") == "n/a"
+
+
+def test_seeds_and_the_row_command():
+    experiment = results.EXPERIMENTS[2]  # adding_solve: seeds 12, 13, 14; the batch stream follows the seed
+    assert results.seeds_of(experiment, quick=False) == [12, 13, 14]
+    arm = experiment.arms[0]
+    assert results.arguments(experiment, arm, 12, quick=False) == ["--config", "configs/adding_solve.yaml"]
+    assert results.arguments(experiment, arm, 13, quick=True)[-3:] == [
+        "--trainer.max_steps=600", "--seed_everything=13", "--data.init_args.sampling_seed=13"]
+    assert results.command(experiment, arm, quick=False) == (
+        "python -m lstm_pl fit --config configs/adding_solve.yaml --seed_everything=S --data.init_args.sampling_seed=S")
+    by_name = {}  # an arm's name is its runs folder: one name, one configuration
+    for arm in (arm for e in results.EXPERIMENTS + results.EXTRA for arm in e.arms):
+        assert by_name.setdefault(arm.name, arm) == arm
+
+
+def test_only_the_generated_block_is_rewritten(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    path.write_text(f"# Results\n\nprose before\n\n{results.BEGIN}\nold tables\n{results.END}\n\nprose after\n")
+    results.write_results("new tables\n", path)
+    text = path.read_text()
+    assert "old tables" not in text and "new tables" in text
+    assert text.startswith("# Results\n\nprose before") and text.endswith("prose after\n")
+    fresh = tmp_path / "fresh.md"
+    results.write_results("tables\n", fresh)
+    assert fresh.read_text() == f"{results.BEGIN}\ntables\n{results.END}\n"
+
+
+def tiny(config_path, *overrides):
+    return Experiment(
+        "tiny", "tiny", (Arm("tiny_rnn", "RNN 20", config_path("sine_rnn_20"), overrides),),
+        (Column("test MSE", lambda run: run.test("test/loss")),), curve="train/loss", seeds=2, quick_seeds=2,
+        quick=("--trainer.max_steps=6", "--trainer.val_check_interval=3", "--trainer.callbacks=[]"))
+
+
+def test_runs_train_test_report_and_are_not_rerun(config_path, tmp_path):
+    experiment = tiny(config_path)
+    runs = results.run_all([experiment], tmp_path, quick=True, jobs=2)
+    assert sorted(runs) == [("tiny_rnn", 12), ("tiny_rnn", 13)]
+    result = json.loads((tmp_path / "tiny_rnn" / "seed_13" / "result.json").read_text())
+    assert result["steps"] == 6 and "--seed_everything=13" in result["command"]
+    tests = [runs[("tiny_rnn", s)].test("test/loss") for s in (12, 13)]
+    assert all(t is not None and t > 0 for t in tests) and tests[0] != tests[1]  # seeds differ
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    markdown = results.report([experiment], runs, True, figures, 60.0, 2)
+    assert "QUICK MODE" in markdown and "| RNN 20 | " in markdown
+    assert (figures / "tiny_curves.png").stat().st_size > 0 and (figures / "data_adding.png").exists()
+    stamp = (tmp_path / "tiny_rnn" / "seed_12" / "result.json").stat().st_mtime_ns
+    results.run_all([experiment], tmp_path, quick=True, jobs=1)
+    assert (tmp_path / "tiny_rnn" / "seed_12" / "result.json").stat().st_mtime_ns == stamp
+
+
+def test_a_failed_run_is_named_with_its_log(config_path, tmp_path):
+    experiment = tiny(config_path, "--model.init_args.net.hidden_size=0")
+    with pytest.raises(RuntimeError, match=r"tiny_rnn seed 12: fit failed, see .*seed_12\.log"):
+        results.run_all([experiment], tmp_path, quick=True, jobs=1)
+    assert not (tmp_path / "tiny_rnn" / "seed_12" / "result.json").exists()
+    assert "hidden_size" in (tmp_path / "tiny_rnn" / "seed_12.log").read_text()
