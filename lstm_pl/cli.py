@@ -22,8 +22,10 @@ import signal
 import sys
 import tempfile
 import types
+import warnings
 from pathlib import Path
 
+import torch
 from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
@@ -131,8 +133,10 @@ def quiet_start() -> None:
     - TensorBoard's writer imports all of TensorFlow when it is installed (it is, for the parity
       harness), costing seconds and a screen of log lines; writing event files needs none of it,
       and the module TensorBoard's own no-TensorFlow build provides selects its stub instead;
+    - tracing the model for TensorBoard's graph warns about every shape check it records;
     - "Seed set to N" would come before a config error's one line (the seed is in config.yaml)."""
     sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # log_graph's trace: the graph is fine
     logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)
 
 

@@ -134,10 +134,11 @@ def batches_drawn(trainer: pl.Trainer) -> int:
     return trainer.global_step * trainer.accumulate_grad_batches
 
 
-def share(batch_size: int, world: int) -> int:
-    """Each process's part of a global batch; the batch must divide evenly among the processes."""
+def share(batch_size: int, world: int, key: str = "batch_size") -> int:
+    """Each process's part of a global batch (the setting ``data.init_args.<key>``); the batch must
+    divide evenly among the processes."""
     if batch_size % world:
-        raise ConfigError(f"data.init_args.batch_size ({batch_size}) is the global batch: it must divide evenly "
+        raise ConfigError(f"data.init_args.{key} ({batch_size}) is the global batch: it must divide evenly "
                           f"among the {world} processes")
     return batch_size // world
 

@@ -155,7 +155,11 @@ class TextDataModule(pl.LightningDataModule):
     checked against it. The words are split by position, train / validation / test =
     (1 - val_fraction - test_fraction) / val_fraction / test_fraction; the vocabulary is learnt
     from the training split only (``min_count``, see ``fit_vocabulary``); batches are
-    ``StreamWindows``. ``vocab_size`` (read by the CLI to size the model) prepares the data on
+    ``StreamWindows``: training reads ``batch_size`` streams; validation and test read
+    ``eval_batch_size`` streams (default 10, as pytorch/examples' word_language_model scores), each
+    from its start to its end with the state carried, so that only the first ``seq_len`` words of
+    each stream are scored from a cold state (with the training batch of 100 a third of every
+    ~100-word stream would be). ``vocab_size`` (read by the CLI to size the model) prepares the data on
     first use. The tokenizer goes into every checkpoint (``state_dict``); ``save_tokenizer``
     writes it as a file (the ``SaveTokenizer`` callback, into the run folder).
     """
@@ -163,7 +167,8 @@ class TextDataModule(pl.LightningDataModule):
     def __init__(self, path: str | None = "../shared/data/tinyshakespeare.txt", url: str | None = None,
                  sha256: str | None = None, cache_dir: str = ".cache/data", keep_punctuation: bool = False,
                  lowercase: bool = True, min_count: PositiveInt = 6, batch_size: PositiveInt = 100,
-                 seq_len: PositiveInt = 50, val_fraction: float = 0.05, test_fraction: float = 0.05):
+                 seq_len: PositiveInt = 50, val_fraction: float = 0.05, test_fraction: float = 0.05,
+                 eval_batch_size: PositiveInt = 10):
         super().__init__()
         if path is None and url is None:
             raise ConfigError("data.init_args.path: give a corpus file (path) or a download (url + sha256)")
@@ -177,7 +182,7 @@ class TextDataModule(pl.LightningDataModule):
                 raise ConfigError(f"data.init_args.{key} must lie in (0, 0.5), got {value}")
         self.path, self.url, self.sha256, self.cache_dir = path, url, sha256, Path(cache_dir)
         self.keep_punctuation, self.lowercase, self.min_count = keep_punctuation, lowercase, min_count
-        self.batch_size, self.seq_len = batch_size, seq_len
+        self.batch_size, self.seq_len, self.eval_batch_size = batch_size, seq_len, eval_batch_size
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.tokenizer: Tokenizer | None = None
         self.windows_to_skip = 0
@@ -215,8 +220,9 @@ class TextDataModule(pl.LightningDataModule):
         ids = np.array(tokenizer.encode(words, is_pretokenized=True).ids, dtype=np.int64)
         self.splits = {"train": ids[:train_end], "val": ids[train_end:val_end], "test": ids[val_end:]}
         for name, split in self.splits.items():
-            if len(split) < 2 * self.batch_size:
-                raise ConfigError(f"data.init_args.batch_size ({self.batch_size}) is too large for the {name} split "
+            key, streams = ("batch_size", self.batch_size) if name == "train" else ("eval_batch_size", self.eval_batch_size)
+            if len(split) < 2 * streams:
+                raise ConfigError(f"data.init_args.{key} ({streams}) is too large for the {name} split "
                                   f"({len(split)} words): each of its streams needs at least 2")
         self.tokenizer = tokenizer
 
@@ -227,11 +233,13 @@ class TextDataModule(pl.LightningDataModule):
         return self.tokenizer.get_vocab_size()
 
     def windows(self, split: str) -> StreamWindows:
-        """The split's windows; under DDP, this process's share of the ``batch_size`` streams (each
-        process carries the state of its own streams)."""
+        """The split's windows (``batch_size`` streams for train, ``eval_batch_size`` for val and
+        test); under DDP, this process's share of them (each process carries its own streams' state)."""
         rank, world = processes(self)
-        local = share(self.batch_size, world)
-        return StreamWindows(self.splits[split], self.batch_size, self.seq_len, slice(rank * local, (rank + 1) * local))
+        key = "batch_size" if split == "train" else "eval_batch_size"
+        streams = getattr(self, key)
+        local = share(streams, world, key)
+        return StreamWindows(self.splits[split], streams, self.seq_len, slice(rank * local, (rank + 1) * local))
 
     def train_dataloader(self) -> DataLoader:
         windows = self.windows("train")

@@ -84,8 +84,11 @@ def test_shakespeare_splits_do_not_overlap(shakespeare):
     for split, start in (("train", 0), ("val", len(train)), ("test", len(train) + len(val))):
         streams = data.windows(split).streams
         np.testing.assert_array_equal(streams.flatten().numpy(), ids[start : start + streams.numel()])
-    x, y = next(iter(data.val_dataloader()))
-    assert x.shape == (100, 50) and torch.equal(x[0], torch.as_tensor(val[:50]))
+    x, y = next(iter(data.val_dataloader()))  # evaluation: 10 streams of 1,015 words, whatever the training batch
+    assert x.shape == (10, 50) and torch.equal(x[0], torch.as_tensor(val[:50]))
+    assert torch.equal(x[1], torch.as_tensor(val[1_015:1_065]))
+    assert len(data.val_dataloader()) == 21 and len(data.test_dataloader()) == 21  # ceil((1015 - 1) / 50)
+    assert next(iter(data.train_dataloader()))[0].shape == (100, 50)
     assert len(data.train_dataloader()) == 37  # ceil((1828 - 1) / 50) windows per epoch
 
 
@@ -108,7 +111,7 @@ def test_download_is_verified_and_atomic(tmp_path):
     assert list(cache.iterdir()) == []
 
     data = TextDataModule(path=None, url=source.as_uri(), sha256=sha256(payload), cache_dir=str(cache),
-                          min_count=1, batch_size=2, seq_len=5)
+                          min_count=1, batch_size=2, eval_batch_size=2, seq_len=5)
     data.prepare_data()
     assert [p.name for p in cache.iterdir()] == ["input.txt"] and (cache / "input.txt").read_bytes() == payload
     source.unlink()  # downloaded once: the next run reads the cache
@@ -154,6 +157,9 @@ def test_bad_config_names_the_key(override, key, capsys):
 
 
 def test_batch_too_large_for_a_split(tmp_path):
-    data = TextDataModule(path=str(corpus(tmp_path, ["a"] * 360, ["b"] * 40)), min_count=1, batch_size=15)
-    with pytest.raises(ConfigError, match="data.init_args.batch_size"):
-        data.setup("fit")
+    path = str(corpus(tmp_path, ["a"] * 360, ["b"] * 40))  # 360 training words, 20 each for val and test
+    with pytest.raises(ConfigError, match=r"data.init_args.batch_size \(200\) is too large for the train split"):
+        TextDataModule(path=path, min_count=1, batch_size=200).setup("fit")
+    with pytest.raises(ConfigError, match=r"data.init_args.eval_batch_size \(11\) is too large for the val split"):
+        TextDataModule(path=path, min_count=1, batch_size=15, eval_batch_size=11).setup("fit")
+    TextDataModule(path=path, min_count=1, batch_size=15, eval_batch_size=10).setup("fit")  # the training batch is free
