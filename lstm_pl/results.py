@@ -347,7 +347,7 @@ def report(experiments, runs: dict, quick: bool, figures: Path, seconds: float, 
     out.append("\n### Data\n\n" + " ".join(f"![{n}]({rel(n)})" for n in names))
     for experiment in experiments:
         seeds = seeds_of(experiment, quick)
-        out.append(f"\n### {experiment.title}\n\n{len(seeds)} seeds. {experiment.note}".rstrip())
+        out.append(f"\n### {experiment.title}\n\n{len(seeds)} seed{'s' * (len(seeds) > 1)}. {experiment.note}".rstrip())
         out.append(table(experiment, runs, quick))
         name = f"{experiment.name}_curves.png"
         curves_figure(experiment, runs, quick, figures / name)
