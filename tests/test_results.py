@@ -29,16 +29,20 @@ def test_seeds_and_the_row_command():
         assert by_name.setdefault(arm.name, arm) == arm
 
 
-def test_only_the_generated_block_is_rewritten(tmp_path):
+def test_sections_are_replaced_in_place_and_the_rest_kept(tmp_path):
     path = tmp_path / "RESULTS.md"
-    path.write_text(f"# Results\n\nprose before\n\n{results.BEGIN}\nold tables\n{results.END}\n\nprose after\n")
-    results.write_results("new tables\n", path)
+    path.write_text("# Results\n\nprose before\n")
+    results.write_results({"about": "first\n", "sine": "sine tables\n", "adding": "adding tables\n"}, path)
+    results.write_results({"sine": "new sine tables\n", "shakespeare": "lm tables\n"}, path)  # as --only does
     text = path.read_text()
-    assert "old tables" not in text and "new tables" in text
-    assert text.startswith("# Results\n\nprose before") and text.endswith("prose after\n")
-    fresh = tmp_path / "fresh.md"
-    results.write_results("tables\n", fresh)
-    assert fresh.read_text() == f"{results.BEGIN}\ntables\n{results.END}\n"
+    assert text.startswith("# Results\n\nprose before\n")
+    assert "sine tables" not in text.replace("new sine tables", "")
+    order = [text.index(t) for t in ("first", "new sine tables", "adding tables", "lm tables", results.END)]
+    assert order == sorted(order) and text.count(results.BEGIN) == 1
+    text = text.replace("prose before", "prose edited by hand") + "prose after\n"
+    path.write_text(text)
+    results.write_results({"adding": "adding again\n"}, path)
+    assert "prose edited by hand" in path.read_text() and path.read_text().endswith("prose after\n")
 
 
 def tiny(config_path, *overrides):
@@ -58,8 +62,9 @@ def test_runs_train_test_report_and_are_not_rerun(config_path, tmp_path):
     assert all(t is not None and t > 0 for t in tests) and tests[0] != tests[1]  # seeds differ
     figures = tmp_path / "figures"
     figures.mkdir()
-    markdown = results.report([experiment], runs, True, figures, 60.0, 2)
-    assert "QUICK MODE" in markdown and "| RNN 20 | " in markdown
+    sections = results.report([experiment], runs, True, figures, 60.0, 2)
+    assert list(sections) == ["about", "data", "tiny"] and "QUICK MODE" in sections["about"]
+    assert "| RNN 20 | " in sections["tiny"] and "--only tiny --quick" in sections["tiny"]
     assert (figures / "tiny_curves.png").stat().st_size > 0 and (figures / "data_adding.png").exists()
     stamp = (tmp_path / "tiny_rnn" / "seed_12" / "result.json").stat().st_mtime_ns
     results.run_all([experiment], tmp_path, quick=True, jobs=1)
