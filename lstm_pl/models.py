@@ -50,14 +50,22 @@ class RegressorSettings(RecurrentSettings):
 @dataclass
 class LanguageModelSettings(RecurrentSettings):
     """``WordLanguageModel``'s settings. ``vocab_size`` comes from the data through the CLI's link.
-    ``dropout`` on every non-recurrent connection; ``tie_weights`` shares the embedding and the
-    decoder (needs ``embedding_size == hidden_size``)."""
+    ``dropout`` on every non-recurrent connection; ``locked_dropout``: the masks on the embeddings
+    and on the stack's output are drawn once per sequence and shared by its time steps
+    (variational dropout, Gal & Ghahramani 2016; AWD-LSTM's LockedDropout, Merity et al. 2018)
+    instead of anew at every step (between stacked layers the stack's own dropout stays per step);
+    ``tie_weights`` shares the embedding and the decoder (needs ``embedding_size == hidden_size``;
+    Press & Wolf 2017); ``uniform_init``: where set to a, the embedding and the decoder weights
+    start U(-a, a) and the decoder bias at zero, whatever ``init`` says (a = 0.1 in pytorch/examples'
+    word_language_model, after Zaremba et al. 2014)."""
 
     hidden_size: PositiveInt = 128
     vocab_size: Optional[PositiveInt] = None
     embedding_size: PositiveInt = 128
     dropout: ClosedUnitInterval = 0.0
+    locked_dropout: bool = False
     tie_weights: bool = False
+    uniform_init: Optional[PositiveFloat] = None
 
     def __post_init__(self):
         if self.tie_weights and self.embedding_size != self.hidden_size:
@@ -118,6 +126,17 @@ def closed_loop(predict: Callable[[Tensor], Tensor], window: Tensor, steps: int)
     return torch.cat(predictions)
 
 
+class LockedDropout(nn.Dropout):
+    """Dropout whose mask is drawn once per sequence and shared by all its time steps: x (B, T, F)
+    times m (B, 1, F) / (1 - p), m ~ Bernoulli(1 - p). The identity in eval mode or at p = 0."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0:
+            return x
+        mask = x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(1 - self.p) / (1 - self.p)
+        return x * mask
+
+
 class WordLanguageModel(nn.Module):
     """Next-word prediction: embedding, recurrent stack, linear decoder over the vocabulary.
 
@@ -138,11 +157,15 @@ class WordLanguageModel(nn.Module):
             raise ValueError("vocab_size is not set: give it, or let the CLI take it from the data (data.vocab_size)")
         self.embedding = nn.Embedding(settings.vocab_size, settings.embedding_size)
         self.rnn = recurrent_stack(settings, settings.embedding_size, settings.dropout)
-        self.dropout = nn.Dropout(settings.dropout)
+        self.dropout = (LockedDropout if settings.locked_dropout else nn.Dropout)(settings.dropout)
         self.decoder = nn.Linear(settings.hidden_size, settings.vocab_size)
         init_recurrent_(self.rnn, settings)
-        if settings.init == "tf1":
-            with torch.no_grad():
+        with torch.no_grad():
+            if settings.uniform_init is not None:
+                nn.init.uniform_(self.embedding.weight, -settings.uniform_init, settings.uniform_init)
+                nn.init.uniform_(self.decoder.weight, -settings.uniform_init, settings.uniform_init)
+                nn.init.zeros_(self.decoder.bias)
+            elif settings.init == "tf1":
                 nn.init.normal_(self.embedding.weight)
                 nn.init.normal_(self.decoder.weight)
                 nn.init.zeros_(self.decoder.bias)

@@ -140,7 +140,8 @@ def describe(cli: CLI, kind: str) -> dict:
         spec.update(input_size=net["input_size"], output_size=net["output_size"], chrono_t_max=net["chrono_t_max"])
     else:
         spec.update(vocab_size=net["vocab_size"], embedding_size=net["embedding_size"], tie_weights=net["tie_weights"],
-                    stateful=cli.model.hparams.stateful, dropout=net["dropout"])
+                    stateful=cli.model.hparams.stateful, dropout=net["dropout"],
+                    uniform_init=net["uniform_init"])
     return spec
 
 
@@ -174,6 +175,9 @@ def check_comparable(cli: CLI, spec: dict, optimizer: dict, backend: str, follow
     if spec.get("dropout", 0.0) > 0.0:
         raise NotComparable(f"model.init_args.net.dropout is {spec['dropout']}: dropout masks are random draws that "
                             f"TensorFlow cannot share; compare with --model.init_args.net.dropout=0")
+    if spec.get("uniform_init") is not None:
+        raise NotComparable(f"model.init_args.net.uniform_init is {spec['uniform_init']}: the TensorFlow side draws "
+                            f"the cookbook's initialisers (init: tf1 or torch); compare without it")
     if cli.config.trainer.accumulate_grad_batches != 1:
         raise NotComparable("trainer.accumulate_grad_batches must be 1 for a step-by-step comparison")
     if backend == "tf1":

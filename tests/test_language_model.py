@@ -46,6 +46,22 @@ def test_tf1_init_and_weight_tying():
         WordLanguageModel(settings(vocab_size=30, cell="gru"))
 
 
+def test_uniform_init_and_locked_dropout():
+    torch.manual_seed(0)
+    net = WordLanguageModel(settings(vocab_size=500, embedding_size=32, hidden_size=32, init="tf1", uniform_init=0.1))
+    for weight in (net.embedding.weight, net.decoder.weight):  # pytorch/examples' U(-0.1, 0.1), over tf1's N(0, 1)
+        assert weight.abs().max() <= 0.1 and weight.std().item() == pytest.approx(0.1 / math.sqrt(3), rel=0.05)
+    assert not net.decoder.bias.any() and torch.all(net.rnn.bias_ih_l0[32:64] == 1.0)  # the stack still tf1's
+    locked = WordLanguageModel(settings(vocab_size=50, embedding_size=8, hidden_size=8, dropout=0.5, locked_dropout=True))
+    x = torch.ones(4, 6, 8)
+    masked = locked.dropout.train()(x)
+    assert torch.equal(masked, masked[:, :1].expand_as(masked))  # one mask per sequence, shared over the steps
+    assert set(masked.unique().tolist()) == {0.0, 2.0} and not torch.equal(masked[0], masked[1])
+    assert torch.equal(locked.dropout.eval()(x), x)
+    per_step = WordLanguageModel(settings(vocab_size=50, embedding_size=8, hidden_size=8, dropout=0.5)).dropout.train()(x)
+    assert not torch.equal(per_step, per_step[:, :1].expand_as(per_step))
+
+
 def windows(vocab=40, batch=3, steps=4, count=3):
     torch.manual_seed(1)
     return StreamWindows(torch.randint(0, vocab, (batch * (steps * count + 1),)).numpy(), batch, steps)

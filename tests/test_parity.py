@@ -286,6 +286,8 @@ def test_clipping_matches_clip_grad_norm(max_norm):
     ("adding_solve", [], "--tensorflow-follows-pytorch-adam"),  # PyTorch's Adam, which TensorFlow does not have
     ("sine", ["--tensorflow", "tf1", "--model.init_args.net.cell=lstm_peephole"], "--tensorflow tf1"),
     ("adding_solve", ["--tensorflow", "tf1", "--tensorflow-follows-pytorch-adam"], "lstm_pl.optim.TFAdam"),
+    ("shakespeare", ["--tensorflow-follows-pytorch-adam", "--model.init_args.net.uniform_init=0.1"],
+     "model.init_args.net.uniform_init"),
 ])
 def test_refuses_what_tensorflow_cannot_follow(task, arguments, key, tmp_path, capsys):
     """One line naming the key, exit 2, nothing written."""
