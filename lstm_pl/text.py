@@ -2,6 +2,10 @@
 SHA-256), its normalisation and vocabulary (Hugging Face ``tokenizers``, WordLevel), the 90/5/5
 position split, and the language-model batching.
 
+Preparation, as nanoGPT's prepare.py does it: the text is tokenised once, chunk by chunk, into a
+memory-mapped id file beside its tokenizer (``prepare_corpus``), reused for as long as the text's
+SHA-256 and the settings match; the windows are read from that file, never from Python lists.
+
 Batching, as language models do it (and as ``StreamWindows`` documents): the token stream of a
 split is cut into ``batch_size`` contiguous streams, one per batch row, read ``seq_len`` tokens at a
 time; the targets are the inputs shifted by one token. Row ``b`` of window ``k + 1`` continues row
@@ -11,7 +15,10 @@ time; the targets are the inputs shifted by one token. Row ``b`` of window ``k +
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
+import shutil
 import string
 import urllib.parse
 import urllib.request
@@ -69,6 +76,115 @@ def fit_vocabulary(tokenizer: Tokenizer, words: list[str], min_count: int) -> To
     return tokenizer
 
 
+def text_chunks(path: Path, size: int = 1 << 22):
+    """The file's text in pieces of about ``size`` bytes, each cut after a whitespace byte (so that
+    no word and no UTF-8 character is cut). Raises ``ConfigError`` naming the byte that is not UTF-8."""
+    offset, rest = 0, b""
+    with open(path, "rb") as file:
+        while True:
+            block = file.read(size)
+            data, rest = rest + block, b""
+            if block:
+                cut = max(data.rfind(c) for c in (b"\n", b" ", b"\t", b"\r")) + 1
+                if cut > 0:
+                    data, rest = data[:cut], data[cut:]
+            if not data:
+                return
+            try:
+                yield data.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ConfigError(f"data.init_args.path: {path} is not UTF-8 text (byte {offset + error.start}: "
+                                  f"{data[error.start:error.start + 4]!r}); convert it to UTF-8") from None
+            offset += len(data)
+
+
+def pieces(chunk: str, limit: int = 1 << 14) -> list[str]:
+    """``chunk`` as lines, any line longer than ``limit`` characters cut after a space: small pieces
+    that the tokenizer encodes in parallel (one huge string would be encoded slowly, on one thread)."""
+    out = []
+    for line in chunk.splitlines(keepends=True):
+        while len(line) > limit:
+            cut = line.rfind(" ", 0, limit)
+            cut = cut if cut > 0 else line.find(" ", limit)
+            if cut < 0:
+                break
+            out.append(line[: cut + 1])
+            line = line[cut + 1:]
+        out.append(line)
+    return out
+
+
+def prepare_corpus(source: Path, tokenizer: Tokenizer, min_count: int, val_fraction: float, test_fraction: float,
+                   folder: Path, chunk_size: int = 1 << 22) -> None:
+    """Tokenise ``source`` once into ``folder`` (as nanoGPT's prepare.py writes train.bin):
+    ``tokenizer.json`` (its vocabulary learnt from the training split), ``ids.bin`` (every word's id,
+    uint16 or uint32, read back memory-mapped) and ``meta.json`` (the split points). Chunk by
+    chunk, never holding the corpus's words, each pass in the tokenizer's parallel Rust code:
+    pass 1 counts the words (the split points follow), pass 2 feeds the training split to the
+    vocabulary trainer, pass 3 encodes. Written into a temporary folder and renamed: ``folder`` is
+    complete or absent."""
+    counter = word_tokenizer()  # the same normalisation and splitting, every word <unk>: counts words
+    counter.normalizer, counter.pre_tokenizer = tokenizer.normalizer, tokenizer.pre_tokenizer
+    counter.model = WordLevel({UNKNOWN: 0}, unk_token=UNKNOWN)
+    words_in = lambda parts: [len(e.ids) for e in counter.encode_batch(parts)]
+    chunk_words = [sum(words_in(pieces(chunk))) for chunk in text_chunks(source, chunk_size)]
+    n = sum(chunk_words)
+    train_end, val_end = split_points(n, val_fraction, test_fraction)
+    last, before = 0, 0  # the chunk where the training split ends, and the words before it
+    while last < len(chunk_words) - 1 and before + chunk_words[last] < train_end:
+        before += chunk_words[last]
+        last += 1
+
+    # The last chunk's share of the training split, prepared before the trainer runs (the tokenizer's
+    # own code must not run while its trainer reads the generator: the two would deadlock).
+    tail, seen = [], before
+    if n:
+        parts = pieces(next(chunk for k, chunk in enumerate(text_chunks(source, chunk_size)) if k == last))
+        for part, count in zip(parts, words_in(parts)):
+            if seen + count > train_end:
+                tail.append(split_words(tokenizer, part)[: train_end - seen])
+                break
+            seen += count
+            tail.append([part])
+
+    def training_split():
+        """The training split as batches of text pieces, the piece across its end cut at the word."""
+        for k, chunk in enumerate(text_chunks(source, chunk_size)):
+            if k == last:
+                yield from tail
+                return
+            yield pieces(chunk)
+
+    trainer = WordLevelTrainer(vocab_size=2**31 - 1, min_frequency=min_count, special_tokens=[UNKNOWN],
+                               show_progress=False)
+    tokenizer.train_from_iterator(training_split(), trainer)
+    dtype = np.uint16 if tokenizer.get_vocab_size() <= np.iinfo(np.uint16).max else np.uint32
+    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        ids = np.memmap(partial / "ids.bin", dtype=dtype, mode="w+", shape=(max(n, 1),))
+        written = 0
+        for chunk in text_chunks(source, chunk_size):
+            for encoding in tokenizer.encode_batch(pieces(chunk)):
+                ids[written : written + len(encoding.ids)] = encoding.ids
+                written += len(encoding.ids)
+        ids.flush()
+        del ids
+        if written != n:
+            raise RuntimeError(f"prepare_corpus: counted {n} words in {source} but encoded {written}")
+        tokenizer.save(str(partial / TOKENIZER_FILE))
+        (partial / "meta.json").write_text(json.dumps(dict(words=n, dtype=np.dtype(dtype).name, train_end=train_end,
+                                                           val_end=val_end, source=str(source))))
+        try:
+            partial.rename(folder)
+        except OSError:  # another process prepared the same corpus first: keep its folder
+            if not (folder / "meta.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 def split_points(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
     """Position split of a stream of ``n`` tokens: train ``[0, a)``, validation ``[a, b)``, test
     ``[b, n)`` with ``b = n - round(test_fraction·n)``, ``a = b - round(val_fraction·n)``."""
@@ -90,8 +206,8 @@ class StreamWindows(Dataset):
 
     def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, rows: slice = slice(None)):
         per_stream = len(ids) // batch_size
-        self.streams = torch.as_tensor(np.asarray(ids[: batch_size * per_stream]), dtype=torch.long)
-        self.streams = self.streams.view(batch_size, per_stream)[rows]  # rows: this process's streams under DDP
+        # A view, not a copy: over a memory-mapped id file only the windows read are loaded.
+        self.streams = np.asarray(ids[: batch_size * per_stream]).reshape(batch_size, per_stream)[rows]
         self.seq_len = seq_len
 
     def __len__(self) -> int:
@@ -102,7 +218,8 @@ class StreamWindows(Dataset):
             raise IndexError(k)
         start = k * self.seq_len
         end = min(start + self.seq_len, self.streams.shape[1] - 1)
-        return self.streams[:, start:end], self.streams[:, start + 1 : end + 1]
+        window = torch.from_numpy(self.streams[:, start : end + 1].astype(np.int64))
+        return window[:, :-1], window[:, 1:]
 
 
 class InOrder(Sampler[int]):
@@ -198,33 +315,42 @@ class TextDataModule(pl.LightningDataModule):
         if not self.source.is_file():
             download(self.url, self.sha256, self.source)
 
+    def prepared_folder(self, source: Path, source_sha256: str) -> Path:
+        """Where ``source`` is kept tokenised: one folder per text (by its SHA-256) and settings."""
+        settings = dict(lowercase=self.lowercase, keep_punctuation=self.keep_punctuation, min_count=self.min_count,
+                        val_fraction=self.val_fraction, test_fraction=self.test_fraction)
+        key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+        return self.cache_dir / "prepared" / f"{source.stem}-{source_sha256[:16]}-{key}"
+
     def setup(self, stage: str | None = None) -> None:
+        """Load the tokenised corpus, preparing it first where this text and these settings have not
+        been prepared before (``prepare_corpus``); the ids stay on disk, memory-mapped."""
         if self.tokenizer is not None:
             return
         source = self.source
         if not source.is_file():
             self.prepare_data()
-        if self.sha256 is not None and (found := sha256_of(source)) != self.sha256.lower():
-            raise ConfigError(f"data.init_args.sha256: {source} has SHA-256 {found}, expected {self.sha256}")
-        tokenizer = word_tokenizer(self.keep_punctuation, self.lowercase)
         try:
-            text = source.read_text(encoding="utf-8")
-        except UnicodeDecodeError as error:
-            raise ConfigError(f"data.init_args.path: {source} is not UTF-8 text (byte {error.start}: "
-                              f"{error.object[error.start:error.start + 4]!r}); convert it to UTF-8") from None
+            found = sha256_of(source)
         except OSError as error:
             raise ConfigError(f"data.init_args.path: cannot read {source} ({error.strerror})") from None
-        words = split_words(tokenizer, text)
-        train_end, val_end = split_points(len(words), self.val_fraction, self.test_fraction)
-        fit_vocabulary(tokenizer, words[:train_end], self.min_count)
-        ids = np.array(tokenizer.encode(words, is_pretokenized=True).ids, dtype=np.int64)
+        if self.sha256 is not None and found != self.sha256.lower():
+            raise ConfigError(f"data.init_args.sha256: {source} has SHA-256 {found}, expected {self.sha256}")
+        folder = self.prepared_folder(source, found)
+        if not (folder / "meta.json").is_file():
+            prepare_corpus(source, word_tokenizer(self.keep_punctuation, self.lowercase), self.min_count,
+                           self.val_fraction, self.test_fraction, folder)
+        meta = json.loads((folder / "meta.json").read_text())
+        ids = np.memmap(folder / "ids.bin", dtype=meta["dtype"], mode="r", shape=(max(meta["words"], 1),))
+        ids = ids[: meta["words"]]
+        train_end, val_end = meta["train_end"], meta["val_end"]
         self.splits = {"train": ids[:train_end], "val": ids[train_end:val_end], "test": ids[val_end:]}
         for name, split in self.splits.items():
             key, streams = ("batch_size", self.batch_size) if name == "train" else ("eval_batch_size", self.eval_batch_size)
             if len(split) < 2 * streams:
                 raise ConfigError(f"data.init_args.{key} ({streams}) is too large for the {name} split "
                                   f"({len(split)} words): each of its streams needs at least 2")
-        self.tokenizer = tokenizer
+        self.tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
 
     @property
     def vocab_size(self) -> int:

@@ -2,14 +2,17 @@
 batches, and a download that keeps nothing unless its checksum matches."""
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from tokenizers import Tokenizer
 
 from lstm_pl import ConfigError, TextDataModule
-from lstm_pl.text import UNKNOWN, StreamWindows, download, split_words, word_tokenizer
+from lstm_pl.text import (UNKNOWN, StreamWindows, download, fit_vocabulary, prepare_corpus, split_words,
+                          word_tokenizer)
 
 LINE = "First Citizen:\nWe know't, we know't!  O'er the well-beloved--hill; 'tis DONE."
 
@@ -83,10 +86,10 @@ def test_shakespeare_splits_do_not_overlap(shakespeare):
     # each split's batches read its own positions only: stream b of val is val[b·n : (b+1)·n]
     for split, start in (("train", 0), ("val", len(train)), ("test", len(train) + len(val))):
         streams = data.windows(split).streams
-        np.testing.assert_array_equal(streams.flatten().numpy(), ids[start : start + streams.numel()])
+        np.testing.assert_array_equal(streams.reshape(-1), ids[start : start + streams.size])
     x, y = next(iter(data.val_dataloader()))  # evaluation: 10 streams of 1,015 words, whatever the training batch
-    assert x.shape == (10, 50) and torch.equal(x[0], torch.as_tensor(val[:50]))
-    assert torch.equal(x[1], torch.as_tensor(val[1_015:1_065]))
+    assert x.shape == (10, 50) and torch.equal(x[0], torch.as_tensor(val[:50].astype(np.int64)))
+    assert torch.equal(x[1], torch.as_tensor(val[1_015:1_065].astype(np.int64)))
     assert len(data.val_dataloader()) == 21 and len(data.test_dataloader()) == 21  # ceil((1015 - 1) / 50)
     assert next(iter(data.train_dataloader()))[0].shape == (100, 50)
     assert len(data.train_dataloader()) == 37  # ceil((1828 - 1) / 50) windows per epoch
@@ -133,7 +136,9 @@ def test_local_file_is_preferred_and_checked(tmp_path):
                           cache_dir=str(tmp_path / "cache"), min_count=1, batch_size=2, seq_len=5)
     data.prepare_data()  # the file is there: nothing to download
     data.setup("fit")
-    assert data.source == local and not (tmp_path / "cache").exists()
+    assert data.source == local and not (tmp_path / "cache" / "input.txt").exists()  # nothing downloaded
+    prepared = list((tmp_path / "cache" / "prepared").iterdir())  # tokenised once, beside the other data
+    assert [p.name[:22] for p in prepared] == [f"local-{sha256(local.read_bytes())[:16]}"]
     bad = TextDataModule(path=str(local), url="file:///nowhere/input.txt", sha256="0" * 64, min_count=1, batch_size=2)
     with pytest.raises(ConfigError, match="data.init_args.sha256"):
         bad.setup("fit")
@@ -163,3 +168,42 @@ def test_batch_too_large_for_a_split(tmp_path):
     with pytest.raises(ConfigError, match=r"data.init_args.eval_batch_size \(11\) is too large for the val split"):
         TextDataModule(path=path, min_count=1, batch_size=15, eval_batch_size=11).setup("fit")
     TextDataModule(path=path, min_count=1, batch_size=15, eval_batch_size=10).setup("fit")  # the training batch is free
+
+
+def test_chunked_preparation_is_the_whole_text_one(tmp_path):
+    """Tokenised in 64-byte chunks (long lines cut at spaces, the split's end inside a line), the
+    ids and the vocabulary are those of the whole text at once."""
+    rng = np.random.default_rng(0)
+    words = [f"w{k}" for k in rng.zipf(1.5, size=3_000) % 200]
+    lines = [" ".join(words[i : i + n]) for i, n in zip(range(0, 3_000, 97), [97] * 31)]
+    source = tmp_path / "corpus.txt"
+    source.write_text("\n".join(lines[:5]) + "\n" + " ".join(lines[5:]) + "\n", encoding="utf-8")  # one long line
+    tokenizer = word_tokenizer()
+    prepare_corpus(source, tokenizer, 2, 0.05, 0.05, tmp_path / "prepared", chunk_size=64)
+    meta = json.loads((tmp_path / "prepared" / "meta.json").read_text())
+    reference = word_tokenizer()
+    all_words = split_words(reference, source.read_text())
+    assert meta["words"] == len(all_words) == 3_000 and meta["train_end"] == 2_700
+    fit_vocabulary(reference, all_words[: meta["train_end"]], 2)
+    assert tokenizer.get_vocab() == reference.get_vocab()
+    ids = np.memmap(tmp_path / "prepared" / "ids.bin", dtype=meta["dtype"], mode="r")
+    np.testing.assert_array_equal(ids[: meta["words"]], reference.encode(all_words, is_pretokenized=True).ids)
+
+
+def test_prepared_once_reused_and_never_half_written(tmp_path, monkeypatch):
+    path = corpus(tmp_path, ["a", "b"] * 180, ["a", "c"] * 20)
+    first = TextDataModule(path=str(path), cache_dir=str(tmp_path / "cache"), min_count=1, batch_size=4)
+    first.setup("fit")
+    (folder,) = (tmp_path / "cache" / "prepared").iterdir()
+    stamp = (folder / "ids.bin").stat().st_mtime_ns
+    again = TextDataModule(path=str(path), cache_dir=str(tmp_path / "cache"), min_count=1, batch_size=4)
+    monkeypatch.setattr("lstm_pl.text.prepare_corpus", lambda *a, **k: pytest.fail("prepared twice"))
+    again.setup("fit")
+    assert (folder / "ids.bin").stat().st_mtime_ns == stamp and again.vocab_size == first.vocab_size
+    monkeypatch.undo()
+    path.write_text(path.read_text() + "d d\n")  # another text: prepared anew, beside the first
+    broken = TextDataModule(path=str(path), cache_dir=str(tmp_path / "cache"), min_count=1, batch_size=4)
+    monkeypatch.setattr(Tokenizer, "save", lambda self, p, pretty=True: (_ for _ in ()).throw(OSError(28, "No space")))
+    with pytest.raises(OSError):
+        broken.setup("fit")
+    assert list((tmp_path / "cache" / "prepared").iterdir()) == [folder]  # nothing half-written left
