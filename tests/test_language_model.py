@@ -188,3 +188,18 @@ def test_configs_are_the_recipe(config_path, shakespeare, name, layers, lr):
     assert data.sha256 == "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
     assert (trainer.max_epochs, trainer.gradient_clip_val, trainer.gradient_clip_algorithm) == (10, 4.5, "norm")
     assert trainer.logger.name == name
+
+
+def test_optimizer_and_schedule_are_config(shakespeare, tmp_path):
+    """LightningCLI's own optimizer and lr_scheduler groups: SGD with plateau annealing is a config
+    away (pytorch/examples' recipe), and the rate is cut when val/loss stops falling."""
+    cli = CLI(args=["fit", "--config", CONFIG, f"--data.init_args.path={shakespeare}", "--data.init_args.seq_len=10",
+                    "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2", "--trainer.max_epochs=3",
+                    "--model.init_args.net.hidden_size=16", "--model.init_args.net.embedding_size=16",
+                    f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.callbacks=[]",
+                    "--optimizer=torch.optim.SGD", "--optimizer.lr=1e6",  # diverges: val/loss cannot improve
+                    "--lr_scheduler=ReduceLROnPlateau", "--lr_scheduler.monitor=val/loss",
+                    "--lr_scheduler.patience=0", "--lr_scheduler.factor=0.25", "--non_finite.action=skip"])
+    optimizer = cli.trainer.optimizers[0]
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert optimizer.param_groups[0]["lr"] < 1e6  # cut at least once
