@@ -271,15 +271,18 @@ def summary(values: list[float | None], fmt: str) -> str:
 
 
 def curves_figure(experiment: Experiment, runs: dict, quick: bool, path: Path) -> None:
-    """Median of ``experiment.curve`` against the step over seeds, the range shaded, one line per arm."""
+    """Median of ``experiment.curve`` against the step over seeds, the range shaded, one line per arm
+    (a run stopped early held at its last value)."""
     figure = Figure(figsize=(6.4, 3.6), dpi=100)
     ax = figure.add_subplot()
     for arm in experiment.arms:
         series = [dict(runs[(arm.name, seed)].scalars(experiment.curve)) for seed in seeds_of(experiment, quick)]
-        steps = sorted(set.intersection(*(set(s) for s in series)))
+        steps = sorted(set.union(*(set(s) for s in series)))
         if not steps:
             continue
-        values = np.array([[s[step] for step in steps] for s in series])
+        # A run stopped early keeps its last value (its final state) to the longest run's end.
+        values = np.array([[s.get(step, s[max(k for k in s if k <= step)] if min(s) <= step else np.nan)
+                            for step in steps] for s in series])
         line, = ax.plot(steps, np.median(values, axis=0), label=arm.label, lw=1.2)
         ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.2, lw=0)
     seeds = len(seeds_of(experiment, quick))
