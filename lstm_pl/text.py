@@ -115,14 +115,14 @@ def pieces(chunk: str, limit: int = 1 << 14) -> list[str]:
 
 
 def prepare_corpus(source: Path, tokenizer: Tokenizer, min_count: int, val_fraction: float, test_fraction: float,
-                   folder: Path, chunk_size: int = 1 << 22) -> None:
+                   folder: Path, chunk_size: int = 1 << 22, about: dict | None = None) -> None:
     """Tokenise ``source`` once into ``folder`` (as nanoGPT's prepare.py writes train.bin):
     ``tokenizer.json`` (its vocabulary learnt from the training split), ``ids.bin`` (every word's id,
     uint16 or uint32, read back memory-mapped) and ``meta.json`` (the split points). Chunk by
     chunk, never holding the corpus's words, each pass in the tokenizer's parallel Rust code:
     pass 1 counts the words (the split points follow), pass 2 feeds the training split to the
     vocabulary trainer, pass 3 encodes. Written into a temporary folder and renamed: ``folder`` is
-    complete or absent."""
+    complete or absent. ``about``: more to record in ``meta.json`` (the text's checksum and stat)."""
     counter = word_tokenizer()  # the same normalisation and splitting, every word <unk>: counts words
     counter.normalizer, counter.pre_tokenizer = tokenizer.normalizer, tokenizer.pre_tokenizer
     counter.model = WordLevel({UNKNOWN: 0}, unk_token=UNKNOWN)
@@ -175,7 +175,7 @@ def prepare_corpus(source: Path, tokenizer: Tokenizer, min_count: int, val_fract
             raise RuntimeError(f"prepare_corpus: counted {n} words in {source} but encoded {written}")
         tokenizer.save(str(partial / TOKENIZER_FILE))
         (partial / "meta.json").write_text(json.dumps(dict(words=n, dtype=np.dtype(dtype).name, train_end=train_end,
-                                                           val_end=val_end, source=str(source))))
+                                                           val_end=val_end, source=str(source), **(about or {}))))
         try:
             partial.rename(folder)
         except OSError:  # another process prepared the same corpus first: keep its folder
@@ -317,10 +317,25 @@ class TextDataModule(pl.LightningDataModule):
 
     def prepared_folder(self, source: Path, source_sha256: str) -> Path:
         """Where ``source`` is kept tokenised: one folder per text (by its SHA-256) and settings."""
+        return self.cache_dir / "prepared" / f"{source.stem}-{source_sha256[:16]}-{self.settings_key}"
+
+    @property
+    def settings_key(self) -> str:
+        """8 hex digits naming the settings that decide the ids."""
         settings = dict(lowercase=self.lowercase, keep_punctuation=self.keep_punctuation, min_count=self.min_count,
                         val_fraction=self.val_fraction, test_fraction=self.test_fraction)
-        key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
-        return self.cache_dir / "prepared" / f"{source.stem}-{source_sha256[:16]}-{key}"
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+
+    def checksum(self, source: Path) -> str:
+        """The text's SHA-256, read from a preparation of this very file (same path, size and
+        modification time, as git's index does) or else computed: hashing 537 MB takes seconds."""
+        stat = source.stat()
+        here = dict(path=str(source.resolve()), size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+        for meta in (self.cache_dir / "prepared").glob(f"{source.stem}-*-{self.settings_key}/meta.json"):
+            recorded = json.loads(meta.read_text())
+            if recorded.get("stat") == here and recorded.get("sha256"):
+                return recorded["sha256"]
+        return sha256_of(source)
 
     def setup(self, stage: str | None = None) -> None:
         """Load the tokenised corpus, preparing it first where this text and these settings have not
@@ -331,15 +346,17 @@ class TextDataModule(pl.LightningDataModule):
         if not source.is_file():
             self.prepare_data()
         try:
-            found = sha256_of(source)
+            found = self.checksum(source)
         except OSError as error:
             raise ConfigError(f"data.init_args.path: cannot read {source} ({error.strerror})") from None
         if self.sha256 is not None and found != self.sha256.lower():
             raise ConfigError(f"data.init_args.sha256: {source} has SHA-256 {found}, expected {self.sha256}")
         folder = self.prepared_folder(source, found)
         if not (folder / "meta.json").is_file():
+            stat = source.stat()
+            about = dict(sha256=found, stat=dict(path=str(source.resolve()), size=stat.st_size, mtime_ns=stat.st_mtime_ns))
             prepare_corpus(source, word_tokenizer(self.keep_punctuation, self.lowercase), self.min_count,
-                           self.val_fraction, self.test_fraction, folder)
+                           self.val_fraction, self.test_fraction, folder, about=about)
         meta = json.loads((folder / "meta.json").read_text())
         ids = np.memmap(folder / "ids.bin", dtype=meta["dtype"], mode="r", shape=(max(meta["words"], 1),))
         ids = ids[: meta["words"]]

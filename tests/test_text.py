@@ -200,6 +200,8 @@ def test_prepared_once_reused_and_never_half_written(tmp_path, monkeypatch):
     monkeypatch.setattr("lstm_pl.text.prepare_corpus", lambda *a, **k: pytest.fail("prepared twice"))
     again.setup("fit")
     assert (folder / "ids.bin").stat().st_mtime_ns == stamp and again.vocab_size == first.vocab_size
+    monkeypatch.setattr("lstm_pl.text.sha256_of", lambda p: pytest.fail("hashed although unchanged"))
+    TextDataModule(path=str(path), cache_dir=str(tmp_path / "cache"), min_count=1, batch_size=4).setup("fit")
     monkeypatch.undo()
     path.write_text(path.read_text() + "d d\n")  # another text: prepared anew, beside the first
     broken = TextDataModule(path=str(path), cache_dir=str(tmp_path / "cache"), min_count=1, batch_size=4)
