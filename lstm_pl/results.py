@@ -58,6 +58,7 @@ class Column:
     header: str
     value: Callable[["Run"], float | None]
     fmt: str = "{:.4f}"
+    count: bool = False  # a yes/no per run: reported as "k of n seeds", not median and range
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ steps = Column("steps", lambda run: run.result["steps"], "{:,.0f}")
 minutes = Column("minutes per run", lambda run: run.result["seconds"] / 60, "{:.1f}")
 test_mse = Column("test MSE", lambda run: run.test("test/loss"), "{:.5f}")
 within = Column("test \\|error\\| < 0.04", lambda run: run.test("test/within_tolerance"), "{:.1%}")
-learned = Column("test MSE < 0.01", lambda run: float(run.test("test/loss") < 0.01), "{:.0%}")
+learned = Column("test MSE < 0.01", lambda run: float(run.test("test/loss") < 0.01), count=True)
 
 
 def adding_arm(name: str, label: str, config: str = "configs/adding_solve.yaml", *overrides: str) -> Arm:
@@ -325,7 +326,8 @@ def table(experiment: Experiment, runs: dict, quick: bool) -> str:
     header = ["run", *(c.header for c in experiment.columns), "command (seed S)"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for arm in experiment.arms:
-        cells = [summary([c.value(runs[(arm.name, s)]) for s in seeds], c.fmt) for c in experiment.columns]
+        cells = [f"{sum(c.value(runs[(arm.name, s)]) for s in seeds):.0f} of {len(seeds)}" if c.count else
+                 summary([c.value(runs[(arm.name, s)]) for s in seeds], c.fmt) for c in experiment.columns]
         lines.append(f"| {arm.label} | " + " | ".join(cells) + f" | `{command(experiment, arm, quick)}` |")
     return "\n".join(lines)
 
