@@ -237,6 +237,12 @@ class InOrder(Sampler[int]):
         return iter(range(start, self.n))
 
 
+def file_stat(path: Path) -> dict:
+    """What says a file is unchanged without reading it: its resolved path, size and mtime."""
+    stat = path.stat()
+    return dict(path=str(path.resolve()), size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+
+
 def sha256_of(path: Path) -> str:
     """The SHA-256 of a file, as 64 hex digits."""
     digest = hashlib.sha256()
@@ -329,8 +335,7 @@ class TextDataModule(pl.LightningDataModule):
     def checksum(self, source: Path) -> str:
         """The text's SHA-256, read from a preparation of this very file (same path, size and
         modification time, as git's index does) or else computed: hashing 537 MB takes seconds."""
-        stat = source.stat()
-        here = dict(path=str(source.resolve()), size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+        here = file_stat(source)
         for meta in (self.cache_dir / "prepared").glob(f"{source.stem}-*-{self.settings_key}/meta.json"):
             recorded = json.loads(meta.read_text())
             if recorded.get("stat") == here and recorded.get("sha256"):
@@ -353,8 +358,7 @@ class TextDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.init_args.sha256: {source} has SHA-256 {found}, expected {self.sha256}")
         folder = self.prepared_folder(source, found)
         if not (folder / "meta.json").is_file():
-            stat = source.stat()
-            about = dict(sha256=found, stat=dict(path=str(source.resolve()), size=stat.st_size, mtime_ns=stat.st_mtime_ns))
+            about = dict(sha256=found, stat=file_stat(source))
             prepare_corpus(source, word_tokenizer(self.keep_punctuation, self.lowercase), self.min_count,
                            self.val_fraction, self.test_fraction, folder, about=about)
         meta = json.loads((folder / "meta.json").read_text())
