@@ -66,12 +66,18 @@ def split_words(tokenizer: Tokenizer, text: str) -> list[str]:
     return [word for word, _ in tokenizer.pre_tokenizer.pre_tokenize_str(normalised)]
 
 
+def vocabulary_trainer(min_count: int) -> WordLevelTrainer:
+    """The recipe's vocabulary: every word seen at least ``min_count`` times, most frequent first,
+    after ``<unk>`` = id 0."""
+    return WordLevelTrainer(vocab_size=2**31 - 1, min_frequency=min_count, special_tokens=[UNKNOWN],
+                            show_progress=False)
+
+
 def fit_vocabulary(tokenizer: Tokenizer, words: list[str], min_count: int) -> Tokenizer:
     """Learn the vocabulary from ``words``: every word seen at least ``min_count`` times (the
     recipe's "more than 5" is ``min_count=6``), ordered by frequency, after ``<unk>`` = id 0;
     every other word encodes as ``<unk>``."""
-    trainer = WordLevelTrainer(vocab_size=2**31 - 1, min_frequency=min_count, special_tokens=[UNKNOWN],
-                               show_progress=False)
+    trainer = vocabulary_trainer(min_count)
     tokenizer.train_from_iterator((words[i : i + 10_000] for i in range(0, len(words), 10_000)), trainer)
     return tokenizer
 
@@ -155,8 +161,7 @@ def prepare_corpus(source: Path, tokenizer: Tokenizer, min_count: int, val_fract
                 return
             yield pieces(chunk)
 
-    trainer = WordLevelTrainer(vocab_size=2**31 - 1, min_frequency=min_count, special_tokens=[UNKNOWN],
-                               show_progress=False)
+    trainer = vocabulary_trainer(min_count)
     tokenizer.train_from_iterator(training_split(), trainer)
     dtype = np.uint16 if tokenizer.get_vocab_size() <= np.iinfo(np.uint16).max else np.uint32
     partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
