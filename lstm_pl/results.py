@@ -176,7 +176,7 @@ EXTRA = (  # not part of the default set: run with --only
         "adding_t1000", "Adding problem at T=1000 (`configs/adding_t1000.yaml`)",
         (Arm("adding_t1000", "LSTM 100, chrono 1000", "configs/adding_t1000.yaml"),),
         (steps, test_mse, within, learned, minutes),
-        curve="val/loss", seeds=2, quick=("--trainer.max_steps=200",)),
+        curve="val/loss", seeds=4, quick=("--trainer.max_steps=200",)),
 )
 
 
