@@ -1,5 +1,5 @@
 # make run: set up .venv with what training needs and train the sine LSTM.
-# make test: add the parity extra (TensorFlow) and the test tools, then run the tests.
+# make test: add the parity and images extras (TensorFlow, scikit-learn) and the test tools, then run the tests.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -21,7 +21,7 @@ $(TRAIN): pyproject.toml constraints.txt
 
 # tf_keras without its dependencies: it names the full tensorflow wheel, tensorflow-cpu provides it.
 $(ALL): $(TRAIN)
-	$(PIP) -c constraints.txt -e ".[parity,test]"
+	$(PIP) -c constraints.txt -e ".[parity,test,images]"
 	$(PIP) -c constraints.txt --no-deps tf_keras
 	touch $(ALL)
 

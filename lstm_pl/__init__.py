@@ -1,15 +1,17 @@
 """lstm_pl: the classic TensorFlow LSTM exercises, ported to PyTorch Lightning."""
 
-from .callbacks import LossCurves, PredictionScatter, SaveTokenizer, SineWaveform
+from .callbacks import ClassificationFigures, LossCurves, PredictionScatter, SaveTokenizer, SineWaveform
 from .cells import CELLS, init_tf1_, make_recurrent, single_bias_
 from .data import AddingDataModule, SineDataModule, adding_problem, noisy_sine, train_test_split_indices
 from .errors import ConfigError
+from .images import DigitsDataModule, MNISTDataModule
 from .models import (LanguageModelSettings, RegressorSettings, SequenceRegressor, WordLanguageModel, closed_loop)
-from .tasks import LanguageModelTask, RegressionTask
+from .tasks import ClassificationTask, LanguageModelTask, RegressionTask
 from .text import TextDataModule
 
 __all__ = [
-    "CELLS", "AddingDataModule", "ConfigError", "LanguageModelSettings", "LanguageModelTask", "LossCurves",
+    "CELLS", "AddingDataModule", "ClassificationFigures", "ClassificationTask", "ConfigError", "DigitsDataModule",
+    "MNISTDataModule", "LanguageModelSettings", "LanguageModelTask", "LossCurves",
     "PredictionScatter", "RegressionTask", "RegressorSettings", "SaveTokenizer", "SequenceRegressor",
     "SineDataModule", "SineWaveform", "TextDataModule", "WordLanguageModel", "adding_problem", "closed_loop",
     "init_tf1_", "make_recurrent", "noisy_sine", "single_bias_", "train_test_split_indices",

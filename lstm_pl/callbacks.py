@@ -1,4 +1,4 @@
-"""The original's plots, the run's tokenizer file and the non-finite-loss guard, as Lightning
+"""The original's plots (and the image classifier's), the run's tokenizer file and the non-finite-loss guard, as Lightning
 callbacks. Each figure goes to TensorBoard and, as a PNG, into the run's log folder when fit ends
 or is interrupted (rank 0 only, never from non-finite weights)."""
 
@@ -191,6 +191,61 @@ class PredictionScatter(FigureCallback):
         mse = float(torch.mean((predictions - targets) ** 2))
         ax.set(xlabel="target", ylabel="prediction", title=f"Validation predictions (MSE {mse:.4f})")
         save_figure(trainer, figure, "predictions")
+
+
+class ClassificationFigures(FigureCallback):
+    """The classifier's figures: the confusion matrix (rows: true class, columns: predicted) and
+    a grid of up to ``max_images`` misclassified images, each titled true -> predicted; on the
+    validation split when fit ends (``confusion_matrix.png``, ``misclassified.png``) and on the
+    test set when test ends (``..._test.png``). Reads the data's ``image_shape``."""
+
+    def __init__(self, max_images: int = 32):
+        self.max_images = max_images
+
+    def draw(self, trainer, pl_module, stage: str = "val"):
+        from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+        data = trainer.datamodule
+        loader = data.val_dataloader() if stage == "val" else data.test_dataloader()
+        inputs, targets, predictions = [], [], []
+        with evaluating(pl_module):
+            for x, y in loader:
+                predictions.append(pl_module(x.to(pl_module.device)).argmax(dim=-1).cpu())
+                inputs.append(x)
+                targets.append(y)
+        inputs, targets, predictions = torch.cat(inputs), torch.cat(targets), torch.cat(predictions)
+        classes = data.num_classes
+        matrix = multiclass_confusion_matrix(predictions, targets, classes).numpy()
+        suffix = "" if stage == "val" else "_test"
+        accuracy = float((predictions == targets).float().mean())
+
+        figure = Figure(figsize=(5.5, 5))
+        ax = figure.subplots()
+        ax.imshow(matrix, cmap="Blues")
+        for (i, j), count in np.ndenumerate(matrix):
+            if count:
+                ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                        color="white" if count > matrix.max() / 2 else "black")
+        ax.set(xticks=range(classes), yticks=range(classes), xlabel="predicted", ylabel="true",
+               title=f"Confusion matrix, {stage} ({len(targets)} images, accuracy {accuracy:.2%})")
+        save_figure(trainer, figure, f"confusion_matrix{suffix}")
+
+        wrong = torch.nonzero(predictions != targets).flatten()[: self.max_images]
+        columns = 8
+        rows = max(1, -(-len(wrong) // columns))
+        figure = Figure(figsize=(columns * 1.1, rows * 1.25 + 0.4))
+        for k, index in enumerate(wrong.tolist()):
+            ax = figure.add_subplot(rows, columns, k + 1)
+            ax.imshow(inputs[index].reshape(data.image_shape).numpy(), cmap="gray_r", vmin=0, vmax=1)
+            ax.set_title(f"{int(targets[index])} -> {int(predictions[index])}", fontsize=8)
+            ax.axis("off")
+        figure.suptitle(f"Misclassified, {stage}: {int((predictions != targets).sum())} of {len(targets)}"
+                        f" (true -> predicted; the first {len(wrong)})", fontsize=9)
+        save_figure(trainer, figure, f"misclassified{suffix}")
+
+    def on_test_end(self, trainer, pl_module):
+        if trainer.is_global_zero:
+            self.draw(trainer, pl_module, "test")
 
 
 class SaveTokenizer(pl.Callback):

@@ -49,6 +49,13 @@ class Checkpoints(ModelCheckpoint):
         super().on_validation_end(trainer, pl_module)
         self._save_last_now(trainer)
 
+    def on_train_epoch_end(self, trainer, pl_module):
+        # A run stopped inside an epoch (max_steps) is saved here, while its loops still count
+        # that epoch as unfinished, so that a resumed run goes on inside it (at on_train_end the
+        # epoch is already recorded as complete, and a resumed run would start the next one).
+        super().on_train_epoch_end(trainer, pl_module)
+        self._save_last_now(trainer)
+
     def on_train_end(self, trainer, pl_module):
         super().on_train_end(trainer, pl_module)
         self._save_last_now(trainer)

@@ -90,6 +90,7 @@ class CLI(LightningCLI):
         # Applied after the DataModule exists, each only where both ends have the attribute.
         parser.link_arguments("data.input_size", "model.init_args.net.input_size", apply_on="instantiate")
         parser.link_arguments("data.vocab_size", "model.init_args.net.vocab_size", apply_on="instantiate")
+        parser.link_arguments("data.num_classes", "model.init_args.net.output_size", apply_on="instantiate")
 
     def parse_arguments(self, parser, args) -> None:
         """Parse, then check ``--ckpt_path`` before anything reads it, and point a resumed fit at

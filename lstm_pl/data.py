@@ -1,6 +1,7 @@
-"""The regression tasks' data, generated exactly as the original did, and their DataModules.
+"""Sequences held in memory (``ArrayDataModule``): the regression tasks' data, generated exactly as
+the original did, and their DataModules (the images of ``images.py`` build on the same base).
 
-Both tasks are small arrays held in memory: ``x`` (N, T, F) sequences and ``y`` (N, 1) targets,
+Both regression tasks are small arrays: ``x`` (N, T, F) sequences and ``y`` (N, 1) targets,
 split 90/10 as the original's ``sklearn.model_selection.train_test_split(test_size=0.1,
 random_state=1)`` did (reproduced here index for index, without scikit-learn). The original drew
 everything from numpy's global stream after ``numpy.random.seed(seed)``; here each DataModule
@@ -146,22 +147,37 @@ def share(batch_size: int, world: int, key: str = "batch_size") -> int:
 Sampling = Literal["with_replacement", "original", "epochs"]
 
 
+@dataclass
+class Arrays:
+    """What an ``ArrayDataModule`` loads: ``x`` (N, T, F) and ``y`` (N, 1) float targets or (N,)
+    integer classes, split into training and validation; ``test``, the held-out test set's (x, y),
+    or None to test on the validation split."""
+
+    x: np.ndarray
+    y: np.ndarray
+    test: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def as_dataset(x: np.ndarray, y: np.ndarray) -> TensorDataset:
+    """float32 inputs; float32 targets, or int64 class labels where ``y`` holds integers."""
+    labels = np.issubdtype(y.dtype, np.integer)
+    return TensorDataset(torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.long if labels else torch.float32))
+
+
 class ArrayDataModule(pl.LightningDataModule, abc.ABC):
-    """In-memory sequences split 90/10 the original's way; subclasses only make the arrays.
+    """Sequences held in memory, split into training and validation the original's way
+    (``val_size``, ``split_seed``: see ``train_test_split_indices``); subclasses only ``load``
+    the arrays.
 
     Training batches (``sampling``), each an endless stream, so the budget is ``trainer.max_steps``:
     ``with_replacement``, batches drawn with replacement by a torch generator seeded with
-    ``sampling_seed``; ``original``, the original's ``numpy.random.choice`` batches, continuing the
-    numpy stream after the data generation (``OriginalStream``). Or ``epochs``: ordinary epochs,
-    each a shuffled pass (the budget ``trainer.max_epochs``).
+    ``sampling_seed``; ``original`` (generated data only), the original's ``numpy.random.choice``
+    batches, continuing the numpy stream after the data generation (``OriginalStream``). Or
+    ``epochs``: ordinary epochs, each a shuffled pass (the budget ``trainer.max_epochs``).
 
     ``batch_size`` is the global batch: under DDP each process trains on its share of the same
     stream's batches (``RankShard``; Lightning's own distributed sampler is switched off in
     ``configs/base.yaml``), so the processes together see the one-process batches.
-
-    ``test_seed``: where set, ``test`` scores a fresh draw of the whole data set from
-    ``RandomState(test_seed)`` (the same size), which neither training nor early stopping sees;
-    unset, ``test`` reports on the validation split (the original had no third split).
 
     Resuming: every checkpoint records how many training batches were drawn, and the streams skip
     as many when they start again, so a resumed run sees the batches an uninterrupted one would
@@ -170,11 +186,10 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
 
     input_size: int  # features per time step: the model's input_size (linked by the CLI)
 
-    def __init__(self, seed: int = 12, batch_size: PositiveInt = 10, sampling: Sampling = "with_replacement",
-                 val_size: OpenUnitInterval = 0.1, split_seed: int = 1, sampling_seed: int = 0,
-                 test_seed: Optional[int] = None, num_workers: int = 0):
+    def __init__(self, batch_size: PositiveInt = 10, sampling: Sampling = "with_replacement",
+                 val_size: OpenUnitInterval = 0.1, split_seed: int = 1, sampling_seed: int = 0, num_workers: int = 0):
         super().__init__()
-        self.seed, self.batch_size, self.sampling, self.test_seed = seed, batch_size, sampling, test_seed
+        self.batch_size, self.sampling = batch_size, sampling
         self.val_size, self.split_seed, self.sampling_seed = val_size, split_seed, sampling_seed
         self.num_workers = num_workers
         self.x: np.ndarray | None = None
@@ -189,23 +204,23 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
         self.batches_to_skip = state.get("batches_drawn", 0)
 
     @abc.abstractmethod
-    def make_arrays(self, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
-        """x (N, T, F) and y (N, 1), as numpy arrays, drawing from ``rng`` as the original did."""
+    def load(self) -> Arrays:
+        """The arrays to split into training and validation, and the held-out test set if any."""
+
+    def original_stream(self) -> tuple:
+        """numpy's stream state where the data generation left it (``sampling: original``)."""
+        raise ConfigError(f"data.init_args.sampling: original continues the numpy stream that generated the data; "
+                          f"{type(self).__name__} generates none (use with_replacement or epochs)")
 
     def setup(self, stage: str | None = None) -> None:
         if self.x is not None:
             return
-        rng = np.random.RandomState(self.seed)
-        self.x, self.y = self.make_arrays(rng)
-        self.stream_after_generation = rng.get_state()
+        arrays = self.load()
+        self.x, self.y = arrays.x, arrays.y
         self.train_idx, self.val_idx = train_test_split_indices(len(self.x), self.val_size, self.split_seed)
-        as_tensors = lambda idx: TensorDataset(torch.tensor(self.x[idx], dtype=torch.float32),
-                                               torch.tensor(self.y[idx], dtype=torch.float32))
-        self.train_set, self.val_set = as_tensors(self.train_idx), as_tensors(self.val_idx)
-        self.test_set = self.val_set
-        if self.test_seed is not None:  # a fresh draw of the whole data set, held out from fit
-            x, y = self.make_arrays(np.random.RandomState(self.test_seed))
-            self.test_set = TensorDataset(torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32))
+        self.train_set = as_dataset(self.x[self.train_idx], self.y[self.train_idx])
+        self.val_set = as_dataset(self.x[self.val_idx], self.y[self.val_idx])
+        self.test_set = self.val_set if arrays.test is None else as_dataset(*arrays.test)
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.sampling_seed)
@@ -213,7 +228,7 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
         if self.sampling == "with_replacement":
             sampler = WithReplacement(len(self.train_set), self.batch_size, generator, skip)
         elif self.sampling == "original":
-            sampler = OriginalStream(len(self.train_set), self.batch_size, self.stream_after_generation, skip)
+            sampler = OriginalStream(len(self.train_set), self.batch_size, self.original_stream(), skip)
         else:
             sampler = RandomSampler(self.train_set, generator=generator)
         rank, world = processes(self)
@@ -226,13 +241,41 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
         return DataLoader(self.val_set, batch_size=max(self.batch_size, 256), num_workers=self.num_workers)
 
     def test_dataloader(self) -> DataLoader:
-        """The held-out test set where ``test_seed`` is set, else (the original had no third split)
-        the validation set."""
+        """The held-out test set where there is one, else (the original had no third split) the
+        validation set."""
         return DataLoader(self.test_set, batch_size=max(self.batch_size, 256), num_workers=self.num_workers)
 
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(TensorDataset(torch.tensor(self.x[self.val_idx], dtype=torch.float32)),
                           batch_size=max(self.batch_size, 256))
+
+
+class GeneratedDataModule(ArrayDataModule):
+    """Data the original generated from ``numpy.random.seed(seed)`` (sine, adding): drawn here from
+    ``RandomState(seed)`` in the original's order by ``make_arrays``.
+
+    ``test_seed``: where set, ``test`` scores a fresh draw of the whole data set from
+    ``RandomState(test_seed)`` (the same size), which neither training nor early stopping sees;
+    unset, ``test`` reports on the validation split (the original had no third split).
+    """
+
+    def __init__(self, seed: int = 12, test_seed: Optional[int] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed, self.test_seed = seed, test_seed
+
+    @abc.abstractmethod
+    def make_arrays(self, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
+        """x (N, T, F) and y (N, 1), as numpy arrays, drawing from ``rng`` as the original did."""
+
+    def load(self) -> Arrays:
+        rng = np.random.RandomState(self.seed)
+        x, y = self.make_arrays(rng)
+        self.stream_after_generation = rng.get_state()
+        held_out = None if self.test_seed is None else self.make_arrays(np.random.RandomState(self.test_seed))
+        return Arrays(x, y, held_out)
+
+    def original_stream(self) -> tuple:
+        return self.stream_after_generation
 
 
 @dataclass(frozen=True)
@@ -245,7 +288,7 @@ class Waveform:
     window: int
 
 
-class SineDataModule(ArrayDataModule):
+class SineDataModule(GeneratedDataModule):
     """Exercise 1: windows of the noisy sine wave predict the next value (226 windows of 25)."""
 
     input_size = 1
@@ -269,7 +312,7 @@ class SineDataModule(ArrayDataModule):
         return Waveform(noisy, clean, self.window)
 
 
-class AddingDataModule(ArrayDataModule):
+class AddingDataModule(GeneratedDataModule):
     """Exercise 2: the adding problem, a long-range dependency over ``t`` steps."""
 
     input_size = 2

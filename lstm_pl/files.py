@@ -1,12 +1,17 @@
-"""Every file the project writes goes through ``atomic_write``: complete, or not there at all."""
+"""Every file the project writes goes through ``atomic_write``: complete, or not there at all; a
+downloaded file is kept only once its SHA-256 is checked."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import ConfigError
 
 
 @contextmanager
@@ -24,3 +29,32 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file, as 64 hex digits."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(url: str, sha256: str, target: Path, url_key: str = "data.init_args.url",
+             sha256_key: str = "data.init_args.sha256") -> Path:
+    """Fetch ``url`` into ``target`` (atomically), checked against ``sha256``: ``target`` is
+    either the verified file or absent. Raises ``ConfigError`` naming the config key
+    (``url_key`` or ``sha256_key``) otherwise."""
+    with atomic_write(target) as partial:
+        digest = hashlib.sha256()
+        try:
+            with open(partial, "wb") as file, urllib.request.urlopen(url, timeout=60) as response:
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    digest.update(block)
+                    file.write(block)
+        except (OSError, ValueError) as error:  # URLError and HTTPError are OSErrors; a bad URL, ValueError
+            raise ConfigError(f"{url_key}: download of {url} failed ({error}); nothing was kept") from error
+        if digest.hexdigest() != sha256.lower():
+            raise ConfigError(f"{sha256_key}: {url} has SHA-256 {digest.hexdigest()}, expected {sha256}; "
+                              f"nothing was kept")
+    return target

@@ -34,7 +34,8 @@ class RecurrentSettings:
 @dataclass
 class RegressorSettings(RecurrentSettings):
     """``SequenceRegressor``'s settings. ``input_size`` (features per step) comes from the data
-    through the CLI's link. ``chrono_t_max``: chrono initialisation of the gate biases for
+    through the CLI's link; ``output_size``: the head's outputs (1 for sine and adding; for a
+    classifier one logit per class, linked from ``data.num_classes``). ``chrono_t_max``: chrono initialisation of the gate biases for
     dependencies up to that many steps (above 2; cells with a forget gate only)."""
 
     input_size: PositiveInt = 1
@@ -88,8 +89,9 @@ def init_recurrent_(rnn: nn.Module, settings: RecurrentSettings) -> None:
 
 
 class SequenceRegressor(nn.Module):
-    """Many-to-one regression: a recurrent stack reads x (B, T, F); a linear head maps the last
-    hidden state to the output, y = W h_T + b (B, output_size).
+    """Many-to-one: a recurrent stack reads x (B, T, F); a linear head maps the last hidden state
+    to the output, y = W h_T + b (B, output_size): the regression itself (sine, adding), or the
+    class logits of ``tasks.ClassificationTask``.
 
     ``init="tf1"`` also draws the head as the original did: weight truncated normal σ = 0.01,
     bias standard normal. ``chrono_t_max`` then redraws the input and forget gate biases.

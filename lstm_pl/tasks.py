@@ -1,5 +1,5 @@
 """Thin LightningModules: each builds one network from ``models.py`` and says how it trains and
-what it logs. The optimizer (and any schedule) is LightningCLI's ``optimizer:`` config."""
+what it logs (regression, classification, language model). The optimizer (and any schedule) is LightningCLI's ``optimizer:`` config."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from jsonargparse.typing import PositiveFloat
 from torchmetrics import MeanMetric, MeanSquaredError
+from torchmetrics.classification import MulticlassAccuracy
 
 from .errors import ConfigError
 from .models import LanguageModelSettings, RegressorSettings, SequenceRegressor, WordLanguageModel
@@ -72,6 +73,55 @@ class RegressionTask(pl.LightningModule):
 
     def predict_step(self, batch, batch_idx):
         return self(batch[0])
+
+
+class ClassificationTask(pl.LightningModule):
+    """Sequence classification (digits, MNIST read row by row): the regressor's network, its head
+    giving one logit per class (``net.output_size``, linked from ``data.num_classes``) from the
+    last hidden state; cross-entropy loss.
+
+    Logged: ``train/loss`` every step; on validation and test, ``loss`` (mean cross-entropy per
+    sequence) and ``accuracy`` (torchmetrics' multiclass accuracy, micro-averaged).
+    """
+
+    def __init__(self, net: RegressorSettings = RegressorSettings(output_size=10)):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = SequenceRegressor(net)
+        self.example_input_array = torch.zeros(1, 8, net.input_size)  # traced for TensorBoard's graph
+        self.metrics = torch.nn.ModuleDict({
+            f"{stage}_{name}": metric()
+            for stage in ("val", "test")
+            for name, metric in (("loss", MeanMetric),
+                                 ("accuracy", lambda: MulticlassAccuracy(net.output_size, average="micro")))
+        })
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, T, F) -> logits (B, classes)."""
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self(x), y)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
+        return loss
+
+    def _evaluate(self, batch, stage: str) -> None:
+        x, y = batch
+        logits = self(x)
+        self.metrics[f"{stage}_loss"].update(F.cross_entropy(logits, y, reduction="none"))
+        self.metrics[f"{stage}_accuracy"].update(logits, y)
+        for name in ("loss", "accuracy"):
+            self.log(f"{stage}/{name}", self.metrics[f"{stage}_{name}"], prog_bar=True)
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch, batch_idx):
+        return self(batch[0]).argmax(dim=-1)
 
 
 def detach_state(state):

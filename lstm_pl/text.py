@@ -21,7 +21,6 @@ import re
 import shutil
 import string
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .data import batches_drawn, processes, share
 from .errors import ConfigError
-from .files import atomic_write
+from .files import atomic_write, download, sha256_of
 
 UNKNOWN = "<unk>"
 # The recipe's punctuation: string.punctuation except the hyphen and the apostrophe, which stay
@@ -246,33 +245,6 @@ def file_stat(path: Path) -> dict:
     """What says a file is unchanged without reading it: its resolved path, size and mtime."""
     stat = path.stat()
     return dict(path=str(path.resolve()), size=stat.st_size, mtime_ns=stat.st_mtime_ns)
-
-
-def sha256_of(path: Path) -> str:
-    """The SHA-256 of a file, as 64 hex digits."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def download(url: str, sha256: str, target: Path) -> Path:
-    """Fetch ``url`` into ``target`` (atomically), checked against ``sha256``: ``target`` is
-    either the verified file or absent. Raises ``ConfigError`` naming the key otherwise."""
-    with atomic_write(target) as partial:
-        digest = hashlib.sha256()
-        try:
-            with open(partial, "wb") as file, urllib.request.urlopen(url, timeout=60) as response:
-                for block in iter(lambda: response.read(1 << 20), b""):
-                    digest.update(block)
-                    file.write(block)
-        except (OSError, ValueError) as error:  # URLError and HTTPError are OSErrors; a bad URL, ValueError
-            raise ConfigError(f"data.init_args.url: download of {url} failed ({error}); nothing was kept") from error
-        if digest.hexdigest() != sha256.lower():
-            raise ConfigError(f"data.init_args.sha256: {url} has SHA-256 {digest.hexdigest()}, expected {sha256}; "
-                              f"nothing was kept")
-    return target
 
 
 class TextDataModule(pl.LightningDataModule):

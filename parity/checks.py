@@ -103,7 +103,7 @@ def check_initial_weights(recording: Recording) -> str:
         if problem:
             return problem
     kernel, bias = weights["dense"]["kernel"], weights["dense"]["bias"]
-    if spec["kind"] == "regression":  # tf.truncated_normal(stddev=0.01) and tf.random_normal
+    if spec["kind"] != "language_model":  # the head: tf.truncated_normal(stddev=0.01) and tf.random_normal
         if np.abs(kernel).max() > 0.02 * (1 + 1e-6):
             return f"head kernel: |w| reaches {np.abs(kernel).max():.4g}, beyond truncated_normal(0.01)'s ±0.02"
         if not spread_matches(kernel, reference("TruncatedNormal", kernel.shape, stddev=0.01), 0.5, 20):
@@ -135,6 +135,7 @@ def training_inputs(recording: Recording, dtype: str) -> TrainingInputs:
         return TrainingInputs(recording.batches, recording.val_batches, checks)
     checks["data"] = (f"{OK}: every batch is one the TensorFlow side generated"
                       + (", in the original's numpy.random.choice order" if data["sampling"] == "original" else ""))
-    as_run = lambda a: a.astype(np.float32).astype(dtype)  # the PyTorch side's data passes through float32
+    # The PyTorch side's data passes through float32; class labels stay integers.
+    as_run = lambda a: a if a.dtype.kind in "iu" else a.astype(np.float32).astype(dtype)
     batches = [(as_run(generated.x_train[i]), as_run(generated.y_train[i])) for i in indices]
     return TrainingInputs(batches, [(as_run(generated.x_val), as_run(generated.y_val))], checks)

@@ -52,12 +52,26 @@ def adding(settings: dict, stream: numpy.random.RandomState) -> tuple[numpy.ndar
     return data, (signals * masks).sum(axis=1).reshape(n_sequence, 1)
 
 
-GENERATORS = {"sine": sine, "adding": adding}
+def digits(settings: dict, stream: numpy.random.RandomState) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """Not an original program's data: scikit-learn's 8x8 digits as lstm_pl's digits task reads
+    them, grey levels / 16, each image a sequence of its rows (or of its pixels), the test share
+    held out with scikit-learn's own train_test_split; returns the rest (``stream`` is unused)."""
+    from sklearn.datasets import load_digits
+
+    found = load_digits()
+    images = found.images / 16.0
+    x = images if settings["order"] == "rows" else images.reshape(len(images), -1, 1)
+    x_rest, _, y_rest, _ = train_test_split(x, found.target, test_size=settings["test_size"],
+                                            random_state=settings["split_seed"])
+    return x_rest, y_rest
+
+
+GENERATORS = {"sine": sine, "adding": adding, "digits": digits}
 
 
 def generate(data: dict) -> OriginalData:
     """The data of ``data`` (``kind`` and the DataModule's settings), split as the original split it."""
-    stream = numpy.random.RandomState(data["seed"])  # numpy.random.seed(seed), without the global state
+    stream = numpy.random.RandomState(data.get("seed", 0))  # numpy.random.seed(seed), without the global state
     x, y = GENERATORS[data["kind"]](data, stream)
     x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=data["val_size"], random_state=data["split_seed"])
     return OriginalData(x_train, y_train, x_val, y_val, stream)

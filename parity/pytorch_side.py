@@ -19,23 +19,25 @@ from torchmetrics import Metric
 from lstm_pl.cells import recurrent_layers
 from lstm_pl.cli import CLI
 from lstm_pl.data import AddingDataModule, SineDataModule
+from lstm_pl.images import DigitsDataModule
 from lstm_pl.errors import ConfigError
 from lstm_pl.files import atomic_write
-from lstm_pl.tasks import LanguageModelTask, RegressionTask
+from lstm_pl.tasks import ClassificationTask, LanguageModelTask, RegressionTask
 from lstm_pl.text import TextDataModule
 
 from .recording import Recording
 
 PRECISION = {"float32": "32-true", "float64": "64-true"}
-KINDS = {RegressionTask: "regression", LanguageModelTask: "language_model"}
-DATA_KINDS = {SineDataModule: "sine", AddingDataModule: "adding", TextDataModule: "text"}
+KINDS = {RegressionTask: "regression", ClassificationTask: "classification", LanguageModelTask: "language_model"}
+DATA_KINDS = {SineDataModule: "sine", AddingDataModule: "adding", DigitsDataModule: "digits", TextDataModule: "text"}
 ADAM_FORMS = {"lstm_pl.optim.TFAdam": "tf", "torch.optim.Adam": "torch"}
 BACKENDS = ("keras", "tf1")
 # Without --steps, a comparison follows the config's own budget up to these many steps: all of it for
 # sine and adding (500), the first 500 of adding_solve's 8,000. For the language models, 50 steps:
 # their float64 steps take 1-3 s each on this CPU; 50 crosses the state reset at the start of the
-# second epoch (an epoch of the shakespeare configs is 37 windows).
-DEFAULT_STEPS = {"regression": 500, "language_model": 50}
+# second epoch (an epoch of the shakespeare configs is 37 windows). The digits: 200 steps, five
+# epochs of 41 batches.
+DEFAULT_STEPS = {"regression": 500, "classification": 200, "language_model": 50}
 
 
 class NotComparable(ConfigError):
@@ -122,7 +124,7 @@ def build(config: str, overrides: list[str]) -> CLI:
 
 
 def task_kind(cli: CLI) -> str:
-    """``regression`` or ``language_model``, from the LightningModule the config built."""
+    """``regression``, ``classification`` or ``language_model``, from the LightningModule the config built."""
     for task, kind in KINDS.items():
         if isinstance(cli.model, task):
             return kind
@@ -136,7 +138,7 @@ def describe(cli: CLI, kind: str) -> dict:
     net = dataclasses.asdict(net) if dataclasses.is_dataclass(net) else dict(net)
     spec = dict(kind=kind, cell=net["cell"], hidden_size=net["hidden_size"], num_layers=net["num_layers"],
                 init=net["init"])
-    if kind == "regression":
+    if kind in ("regression", "classification"):
         spec.update(input_size=net["input_size"], output_size=net["output_size"], chrono_t_max=net["chrono_t_max"])
     else:
         spec.update(vocab_size=net["vocab_size"], embedding_size=net["embedding_size"], tie_weights=net["tie_weights"],

@@ -90,9 +90,10 @@ class TiedDecoder(keras.layers.Layer):
 
 
 class Network(keras.Model):
-    """Both tasks' networks: [embedding] → recurrent stack (state in, state out) → dense output.
+    """Every task's network: [embedding] → recurrent stack (state in, state out) → dense output.
 
-    ``regression`` (sine, adding): y = W h_T + b from the top layer's last step.
+    ``regression`` (sine, adding): y = W h_T + b from the top layer's last step;
+    ``classification`` (digits): the same, read as one logit per class.
     ``language_model`` (Shakespeare): logits_t = W h_t + b at every step, tokens embedded first.
     """
 
@@ -211,7 +212,8 @@ def clip_gradients(gradients: list[tf.Tensor], clip: dict | None) -> list[tf.Ten
 
 
 def loss_fn(kind: str):
-    """The task's training loss: mean squared error, or mean cross-entropy per token (nats)."""
+    """The task's training loss: mean squared error, or mean cross-entropy per sequence (classes)
+    or per token (words), in nats."""
     if kind == "regression":
         return lambda prediction, target: tf.reduce_mean(tf.square(prediction - target))
     return lambda logits, target: tf.reduce_mean(
@@ -284,8 +286,9 @@ def train(recording: Recording, dtype: str, inputs: TrainingInputs) -> dict:
         loss, state = train_step(cast(x), cast(y), state)
         losses.append(float(loss))
 
-    # Validation, as each task defines it: the MSE over every validation sample; the language
-    # model's token-weighted mean cross-entropy, its state carried across the windows in order.
+    # Validation, as each task defines it: the MSE over every validation sample; the mean
+    # cross-entropy over every validation image; the language model's token-weighted mean
+    # cross-entropy, its state carried across the windows in order.
     total, count, state = 0.0, 0, None
     for x, y in inputs.val_batches:
         if state is None or not stateful:

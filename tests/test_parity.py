@@ -17,13 +17,20 @@ import keras  # noqa: E402
 
 from parity import compare, pytorch_side, tensorflow_side, tf1_side  # noqa: E402
 
-CONFIGS = sorted(p for p in compare.CONFIGS.glob("*.yaml") if p.stem != "base")
+# The configs that train with what no TensorFlow run can follow step for step (SGD with a plateau
+# schedule, dropout), or on data the TensorFlow side does not make (MNIST's files): the harness
+# refuses them, naming the first key.
+NOT_COMPARABLE = {"shakespeare_examples": "optimizer:", "shakespeare_best": "optimizer:", "mnist": "data.class_path:"}
+CONFIGS = sorted(p for p in compare.CONFIGS.glob("*.yaml") if p.stem not in ("base", *NOT_COMPARABLE))
 # The configs that reproduce an original run: TF1's Adam and the original's batch stream.
 ORIGINAL_RUNS = ["adding", "adding_rnn", "adding_upstream", "sine", "sine_20", "sine_rnn", "sine_rnn_20"]
+# The configs on TF1's Adam: the original runs, and the digits (TensorFlow needs no help to follow).
+TF_ADAM = [*ORIGINAL_RUNS, "digits", "digits_rnn"]
 # Small versions of each task (by the config's name), so that every config gets a comparison within
 # the suite's budget.
 SHRINK = {
     "sine": [],
+    "digits": [],
     "adding": ["--data.init_args.t=20", "--data.init_args.n_sequence=300"],
     # 10-window epochs: 25 steps cross the language model's state reset at an epoch's start twice.
     "shakespeare": ["--data.init_args.seq_len=10", "--trainer.limit_train_batches=10",
@@ -37,7 +44,7 @@ def shrink(config: str) -> list[str]:
 
 def follows_pytorch(config: str) -> list[str]:
     """The flag that lets TensorFlow follow PyTorch's Adam, for the configs that choose it."""
-    return [] if config in ORIGINAL_RUNS else ["--tensorflow-follows-pytorch-adam"]
+    return [] if config in TF_ADAM else ["--tensorflow-follows-pytorch-adam"]
 
 
 def last_line(capsys) -> str:
@@ -54,7 +61,7 @@ def test_every_config_matches_keras_in_float64(config, tmp_path, capsys):
     report = json.loads((tmp_path / config / "report.json").read_text())
     assert report["passed"] and report["max_rel_diff"] <= 1e-6 and report["val_rel_diff"] <= 1e-6
     assert len(report["pytorch"]["losses"]) == len(report["tensorflow"]["losses"]) == 25
-    assert report["tensorflow_follows_pytorch_adam"] == (config not in ORIGINAL_RUNS)
+    assert report["tensorflow_follows_pytorch_adam"] == (config not in TF_ADAM)
     assert all(result.startswith("ok") for result in report["checks"].values())
     if report["spec"]["kind"] == "language_model":
         assert report["epochs"] == 3  # the state was reset twice on both sides
@@ -288,6 +295,7 @@ def test_clipping_matches_clip_grad_norm(max_norm):
     ("adding_solve", ["--tensorflow", "tf1", "--tensorflow-follows-pytorch-adam"], "lstm_pl.optim.TFAdam"),
     ("shakespeare", ["--tensorflow-follows-pytorch-adam", "--model.init_args.net.uniform_init=0.1"],
      "model.init_args.net.uniform_init"),
+    *[(config, [], key) for config, key in NOT_COMPARABLE.items()],
 ])
 def test_refuses_what_tensorflow_cannot_follow(task, arguments, key, tmp_path, capsys):
     """One line naming the key, exit 2, nothing written."""

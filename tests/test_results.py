@@ -24,9 +24,9 @@ def test_seeds_and_the_row_command():
         "--trainer.max_steps=600", "--seed_everything=13", "--data.init_args.sampling_seed=13"]
     assert results.command(experiment, arm, quick=False) == (
         "python -m lstm_pl fit --config configs/adding_solve.yaml --seed_everything=S --data.init_args.sampling_seed=S")
-    by_name = {}  # an arm's name is its runs folder: one name, one configuration
+    by_name = {}  # an arm's name is its runs folder: one name, one configuration (its label may differ by table)
     for arm in (arm for e in results.EXPERIMENTS + results.EXTRA for arm in e.arms):
-        assert by_name.setdefault(arm.name, arm) == arm
+        assert by_name.setdefault(arm.name, (arm.config, arm.overrides)) == (arm.config, arm.overrides)
 
 
 def test_sections_are_replaced_in_place_and_the_rest_kept(tmp_path):
