@@ -2,6 +2,8 @@
 their folders, summarises over seeds, and rewrites only its own block of RESULTS.md."""
 
 import json
+import os
+import sys
 
 import pytest
 
@@ -77,3 +79,12 @@ def test_a_failed_run_is_named_with_its_log(config_path, tmp_path):
         results.run_all([experiment], tmp_path, quick=True, jobs=1)
     assert not (tmp_path / "tiny_rnn" / "seed_12" / "result.json").exists()
     assert "hidden_size" in (tmp_path / "tiny_rnn" / "seed_12.log").read_text()
+
+
+def test_child_reports_its_exit_status_and_own_cpu_seconds(tmp_path):
+    """The CPU seconds of a run are its own process's (user + system), whatever runs beside it."""
+    busy = "import time\nstart = time.process_time()\nwhile time.process_time() - start < 0.3: pass"
+    with open(tmp_path / "log", "w") as out:
+        status, cpu = results.child([sys.executable, "-c", busy], out, dict(os.environ))
+        assert status == 0 and 0.3 <= cpu < 5
+        assert results.child([sys.executable, "-c", "raise SystemExit(3)"], out, dict(os.environ))[0] == 3
