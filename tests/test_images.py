@@ -62,7 +62,7 @@ def test_a_step_is_a_pixel_row_or_a_pixel():
 
 def test_short_fit_lifts_accuracy_well_above_chance(tmp_path):
     cli = CLI(args=["fit", "--config", str(ROOT / "configs" / "digits.yaml"), "--trainer.max_epochs=6",
-                    "--optimizer.init_args.lr=0.01", f"--trainer.logger.init_args.save_dir={tmp_path}",
+                    f"--trainer.logger.init_args.save_dir={tmp_path}",
                     "--trainer.logger.init_args.version=0"])
     assert cli.model.net.head.out_features == 10 and cli.model.net.rnn.input_size == 8  # linked from the data
     accuracy = float(cli.trainer.callback_metrics["val/accuracy"])
