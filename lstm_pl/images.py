@@ -13,6 +13,7 @@ Two sources, both on ``ArrayDataModule`` (its training streams, validation split
 
 from __future__ import annotations
 
+import abc
 import gzip
 import re
 from pathlib import Path
@@ -71,10 +72,10 @@ class ImageSequenceDataModule(ArrayDataModule):
     def input_size(self) -> int:
         return self.image_shape[1] if self.order == "rows" else 1
 
+    @abc.abstractmethod
     def images(self) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
         """((images, labels) to train and validate on, (images, labels) held out for test):
         images (N, H, W) float in [0, 1], labels (N,) int64."""
-        raise NotImplementedError
 
     def load(self) -> Arrays:
         (images, labels), (test_images, test_labels) = self.images()
@@ -159,9 +160,8 @@ class MNISTDataModule(ImageSequenceDataModule):
         if not path.is_file():
             raise ConfigError(f"data.init_args.folder: {self.folder} has no {stem}[.gz]")
         expected = self.sha256.get(path.name)
-        if expected is not None and sha256_of(path) != expected.lower():
-            raise ConfigError(f"data.init_args.sha256.{path.name}: {path} has SHA-256 {sha256_of(path)}, "
-                              f"expected {expected}")
+        if expected is not None and (found := sha256_of(path)) != expected.lower():
+            raise ConfigError(f"data.init_args.sha256.{path.name}: {path} has SHA-256 {found}, expected {expected}")
         return read_idx(path)
 
     def images(self):
