@@ -16,6 +16,12 @@ from .errors import ConfigError
 from .models import LanguageModelSettings, RegressorSettings, SequenceRegressor, WordLanguageModel
 
 
+def stage_metrics(**metrics) -> torch.nn.ModuleDict:
+    """One fresh metric per evaluation stage and name, keyed ``<stage>_<name>`` (val and test keep
+    their own state): ``stage_metrics(loss=MeanMetric)`` -> {"val_loss": ..., "test_loss": ...}."""
+    return torch.nn.ModuleDict({f"{stage}_{name}": make() for stage in ("val", "test") for name, make in metrics.items()})
+
+
 class RegressionTask(pl.LightningModule):
     """Sequence-to-one regression (sine, adding): MSE loss.
 
@@ -31,12 +37,7 @@ class RegressionTask(pl.LightningModule):
         self.save_hyperparameters()
         self.net = SequenceRegressor(net)
         self.example_input_array = torch.zeros(1, 10, net.input_size)  # traced for TensorBoard's graph
-        self.metrics = torch.nn.ModuleDict({
-            f"{stage}_{name}": metric()
-            for stage in ("val", "test")
-            for name, metric in (("loss", MeanSquaredError), ("baseline_mse", MeanSquaredError),
-                                 ("within_tolerance", MeanMetric))
-        })
+        self.metrics = stage_metrics(loss=MeanSquaredError, baseline_mse=MeanSquaredError, within_tolerance=MeanMetric)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -89,12 +90,8 @@ class ClassificationTask(pl.LightningModule):
         self.save_hyperparameters()
         self.net = SequenceRegressor(net)
         self.example_input_array = torch.zeros(1, 8, net.input_size)  # traced for TensorBoard's graph
-        self.metrics = torch.nn.ModuleDict({
-            f"{stage}_{name}": metric()
-            for stage in ("val", "test")
-            for name, metric in (("loss", MeanMetric),
-                                 ("accuracy", lambda: MulticlassAccuracy(net.output_size, average="micro")))
-        })
+        self.metrics = stage_metrics(loss=MeanMetric,
+                                     accuracy=lambda: MulticlassAccuracy(net.output_size, average="micro"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, T, F) -> logits (B, classes)."""
@@ -155,10 +152,7 @@ class LanguageModelTask(pl.LightningModule):
         self.net = WordLanguageModel(net)
         self.example_input_array = torch.zeros(1, 10, dtype=torch.long)  # traced for TensorBoard's graph
         self.train_perplexity = Perplexity()
-        self.metrics = torch.nn.ModuleDict({
-            f"{stage}_{name}": metric() for stage in ("val", "test")
-            for name, metric in (("loss", MeanMetric), ("perplexity", Perplexity))
-        })
+        self.metrics = stage_metrics(loss=MeanMetric, perplexity=Perplexity)
         self.states: dict[str, object] = {}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
