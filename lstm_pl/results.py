@@ -196,7 +196,7 @@ EXTRA = (  # not part of the default set: run with --only
          Arm("shakespeare_best", "`shakespeare_best.yaml`", "configs/shakespeare_best.yaml")),
         (Column("val perplexity", lambda run: run.last("val/perplexity"), "{:.1f}"),
          Column("test perplexity", lambda run: run.test("test/perplexity"), "{:.1f}"), cpu_seconds, minutes),
-        curve="val/perplexity", seeds=3, quick=("--trainer.max_epochs=2",), array_data=False, log_y=False,
+        curve="val/perplexity", seeds=3, quick=("--trainer.max_epochs=2",), array_data=False,
         samples=True,
         note="Same split, vocabulary and scoring for every row (10 evaluation streams, the state carried through "
              "each); CPU seconds: the fit process's own (user + system, start-up and validation included), one "
@@ -205,7 +205,10 @@ EXTRA = (  # not part of the default set: run with --only
         "adding_t1000", "Adding problem at T=1000 (`configs/adding_t1000.yaml`)",
         (Arm("adding_t1000", "LSTM 100, chrono 1000", "configs/adding_t1000.yaml"),),
         (steps, test_mse, within, learned, minutes),
-        curve="val/loss", seeds=4, quick=("--trainer.max_steps=200",)),
+        curve="val/loss", seeds=4, quick=("--trainer.max_steps=200",),
+        note="Stops once the validation MSE is below 0.005 (checked every 250 steps), at most 12,000 steps of 32; "
+             "the columns are the held-out test set (10,000 fresh sequences). The minutes were measured while "
+             "other runs shared the two cores."),
 )
 
 
