@@ -83,7 +83,8 @@ def fit_vocabulary(tokenizer: Tokenizer, words: list[str], min_count: int) -> To
 
 def text_chunks(path: Path, size: int = 1 << 22):
     """The file's text in pieces of about ``size`` bytes, each cut after a whitespace byte (so that
-    no word and no UTF-8 character is cut). Raises ``ConfigError`` naming the byte that is not UTF-8."""
+    no word and no UTF-8 character is cut), as (the piece's first byte offset, its text). Raises
+    ``ConfigError`` naming the byte that is not UTF-8."""
     offset, rest = 0, b""
     with open(path, "rb") as file:
         while True:
@@ -96,7 +97,7 @@ def text_chunks(path: Path, size: int = 1 << 22):
             if not data:
                 return
             try:
-                yield data.decode("utf-8")
+                yield offset, data.decode("utf-8")
             except UnicodeDecodeError as error:
                 raise ConfigError(f"data.init_args.path: {path} is not UTF-8 text (byte {offset + error.start}: "
                                   f"{data[error.start:error.start + 4]!r}); convert it to UTF-8") from None
@@ -132,7 +133,10 @@ def prepare_corpus(source: Path, tokenizer: Tokenizer, min_count: int, val_fract
     counter.normalizer, counter.pre_tokenizer = tokenizer.normalizer, tokenizer.pre_tokenizer
     counter.model = WordLevel({UNKNOWN: 0}, unk_token=UNKNOWN)
     words_in = lambda parts: [len(e.ids) for e in counter.encode_batch(parts)]
-    chunk_words = [sum(words_in(pieces(chunk))) for chunk in text_chunks(source, chunk_size)]
+    starts, chunk_words = [], []
+    for start, chunk in text_chunks(source, chunk_size):
+        starts.append(start)
+        chunk_words.append(sum(words_in(pieces(chunk))))
     n = sum(chunk_words)
     train_end, val_end = split_points(n, val_fraction, test_fraction)
     last, before = 0, 0  # the chunk where the training split ends, and the words before it
@@ -144,7 +148,10 @@ def prepare_corpus(source: Path, tokenizer: Tokenizer, min_count: int, val_fract
     # own code must not run while its trainer reads the generator: the two would deadlock).
     tail, seen = [], before
     if n:
-        parts = pieces(next(chunk for k, chunk in enumerate(text_chunks(source, chunk_size)) if k == last))
+        with open(source, "rb") as file:  # that chunk's bytes alone, as pass 1 cut them
+            file.seek(starts[last])
+            end = starts[last + 1] if last + 1 < len(starts) else None
+            parts = pieces(file.read(None if end is None else end - starts[last]).decode("utf-8"))
         for part, count in zip(parts, words_in(parts)):
             if seen + count > train_end:
                 tail.append(split_words(tokenizer, part)[: train_end - seen])
@@ -154,7 +161,7 @@ def prepare_corpus(source: Path, tokenizer: Tokenizer, min_count: int, val_fract
 
     def training_split():
         """The training split as batches of text pieces, the piece across its end cut at the word."""
-        for k, chunk in enumerate(text_chunks(source, chunk_size)):
+        for k, (_, chunk) in enumerate(text_chunks(source, chunk_size)):
             if k == last:
                 yield from tail
                 return
@@ -169,7 +176,7 @@ def prepare_corpus(source: Path, tokenizer: Tokenizer, min_count: int, val_fract
     try:
         ids = np.memmap(partial / "ids.bin", dtype=dtype, mode="w+", shape=(max(n, 1),))
         written = 0
-        for chunk in text_chunks(source, chunk_size):
+        for _, chunk in text_chunks(source, chunk_size):
             for encoding in tokenizer.encode_batch(pieces(chunk)):
                 ids[written : written + len(encoding.ids)] = encoding.ids
                 written += len(encoding.ids)
