@@ -114,6 +114,8 @@ cpu_seconds = Column("CPU s per fit", lambda run: run.result.get("cpu_seconds"),
 test_mse = Column("test MSE", lambda run: run.test("test/loss"), "{:.5f}")
 within = Column("test \\|error\\| < 0.04", lambda run: run.test("test/within_tolerance"), "{:.1%}")
 learned = Column("test MSE < 0.01", lambda run: float(run.test("test/loss") < 0.01), count=True)
+val_perplexity = Column("val perplexity", lambda run: run.last("val/perplexity"), "{:.1f}")
+test_perplexity = Column("test perplexity", lambda run: run.test("test/perplexity"), "{:.1f}")
 
 
 def adding_arm(name: str, label: str, config: str = "configs/adding_solve.yaml", *overrides: str) -> Arm:
@@ -168,8 +170,7 @@ EXPERIMENTS = (
         "shakespeare", "Shakespeare: one LSTM layer against three stacked (the cookbook's recipe)",
         (Arm("shakespeare_1", "1 layer", "configs/shakespeare.yaml"),
          Arm("shakespeare_3", "3 layers", "configs/shakespeare_multi.yaml")),
-        (Column("val perplexity", lambda run: run.last("val/perplexity"), "{:.1f}"),
-         Column("test perplexity", lambda run: run.test("test/perplexity"), "{:.1f}"), minutes),
+        (val_perplexity, test_perplexity, minutes),
         curve="val/perplexity", seeds=3, quick=("--trainer.max_epochs=2",), array_data=False, log_y=False,
         figures=("loss_curves",), samples=True),
     Experiment(
@@ -196,8 +197,7 @@ EXTRA = (  # not part of the default set: run with --only
               "--model.init_args.net.embedding_size=128")),
          Arm("shakespeare_examples", "pytorch/examples' recipe, its 2x200 default", "configs/shakespeare_examples.yaml"),
          Arm("shakespeare_best", "`shakespeare_best.yaml`", "configs/shakespeare_best.yaml")),
-        (Column("val perplexity", lambda run: run.last("val/perplexity"), "{:.1f}"),
-         Column("test perplexity", lambda run: run.test("test/perplexity"), "{:.1f}"), cpu_seconds, minutes),
+        (val_perplexity, test_perplexity, cpu_seconds, minutes),
         curve="val/perplexity", seeds=3, quick=("--trainer.max_epochs=2",), array_data=False,
         samples=True,
         note="Same split, vocabulary and scoring for every row (10 evaluation streams, the state carried through "
@@ -384,7 +384,12 @@ def samples(arm: Arm, runs: dict, words: int = 30) -> str:
     return out.stdout.strip() if out.returncode == 0 else f"(generate failed: {out.stderr.strip().splitlines()[-1:]})"
 
 
-def experiment_section(experiment: Experiment, runs: dict, quick: bool, figures: Path, rel) -> str:
+def figure_link(name: str, quick: bool) -> str:
+    """Where RESULTS.md links a figure: docs/figures/ (quick mode: figures/ beside its RESULTS.md)."""
+    return f"figures/{name}" if quick else f"docs/figures/{name}"
+
+
+def experiment_section(experiment: Experiment, runs: dict, quick: bool, figures: Path) -> str:
     """One experiment's Markdown: title, table, curves and figures (written to ``figures``)."""
     seeds = seeds_of(experiment, quick)
     minutes = sum(runs[(arm.name, s)].result["seconds"] for arm in experiment.arms for s in seeds) / 60
@@ -395,7 +400,7 @@ def experiment_section(experiment: Experiment, runs: dict, quick: bool, figures:
            table(experiment, runs, quick)]
     name = f"{experiment.name}_curves.png"
     curves_figure(experiment, runs, quick, figures / name)
-    pictures = [f"![{name}]({rel(name)})"]
+    pictures = [f"![{name}]({figure_link(name, quick)})"]
     for arm in experiment.arms:
         for kind in experiment.figures:
             folder = runs[(arm.name, FIRST_SEED)].folder
@@ -403,7 +408,7 @@ def experiment_section(experiment: Experiment, runs: dict, quick: bool, figures:
             if source.exists():
                 target = f"{arm.name}_{kind}.png"
                 shutil.copyfile(source, figures / target)
-                pictures.append(f"![{arm.label}, {kind}, seed 12]({rel(target)})")
+                pictures.append(f"![{arm.label}, {kind}, seed 12]({figure_link(target, quick)})")
     out.append(" ".join(pictures))
     if experiment.samples:
         for arm in experiment.arms:
@@ -412,10 +417,14 @@ def experiment_section(experiment: Experiment, runs: dict, quick: bool, figures:
     return "\n\n".join(out) + "\n"
 
 
-def report(experiments, runs: dict, quick: bool, figures: Path, seconds: float, jobs: int) -> dict[str, str]:
-    """The Markdown sections, by name: ``about`` (how and when), ``data``, then one per experiment;
-    the figures written to ``figures``."""
-    rel = lambda name: f"docs/figures/{name}" if not quick else f"figures/{name}"
+def report(experiments, runs: dict, quick: bool, figures: Path, seconds: float, jobs: int,
+           whole: bool = True) -> dict[str, str]:
+    """The Markdown sections, by name: ``about`` (how and when) and ``data`` where ``whole`` is the
+    whole regeneration (a part of it leaves them as they were), then one per experiment; the
+    figures written to ``figures``."""
+    sections = {experiment.name: experiment_section(experiment, runs, quick, figures) for experiment in experiments}
+    if not whole:
+        return sections
     about = (f"Last regenerated by `python -m lstm_pl.results{' --quick' if quick else ''}` on "
              f"{time.strftime('%Y-%m-%d')} ({seconds / 60:.0f} min; runs already finished in its runs folder are "
              f"read back, not retrained; {jobs} runs at a time, one thread each; each section gives the training "
@@ -423,11 +432,9 @@ def report(experiments, runs: dict, quick: bool, figures: Path, seconds: float, 
              f"is the config as it stands.\n")
     if quick:
         about = "**QUICK MODE: fewer seeds and shorter budgets than the configs; not the results.**\n\n" + about
-    sections = {"about": about,
-                "data": "### Data\n\n" + " ".join(f"![{n}]({rel(n)})" for n in data_figures(figures)) + "\n"}
-    for experiment in experiments:
-        sections[experiment.name] = experiment_section(experiment, runs, quick, figures, rel)
-    return sections
+    return {"about": about,
+            "data": "### Data\n\n" + " ".join(f"![{n}]({figure_link(n, quick)})" for n in data_figures(figures)) + "\n",
+            **sections}
 
 
 # A config of each task; the ones on PyTorch's Adam need TensorFlow made to follow it (parity/README.md).
@@ -458,7 +465,7 @@ def parity_overlays(figures: Path, root: Path, quick: bool) -> str:
         for overlay in sorted(out.rglob("overlay.png"))[-1:]:
             target = f"parity_{task}.png"
             shutil.copyfile(overlay, figures / target)
-            pictures.append(f"![parity {task}]({'figures' if quick else 'docs/figures'}/{target})")
+            pictures.append(f"![parity {task}]({figure_link(target, quick)})")
     return ("### Parity: PyTorch against TensorFlow (Keras 3), float32\n\n" + "\n".join(lines) + "\n\n"
             + " ".join(pictures) + "\n")
 
@@ -500,9 +507,8 @@ def main(argv: list[str] | None = None) -> None:
         runs = run_all(experiments, root, args.quick, args.jobs)
     except RuntimeError as error:
         sys.exit(f"lstm_pl.results: {error}")
-    sections = report(experiments, runs, args.quick, figures, time.perf_counter() - start, args.jobs)
-    if args.only:  # "about" tells how long the whole regeneration took: a part of it leaves it as it was
-        del sections["about"], sections["data"]
+    sections = report(experiments, runs, args.quick, figures, time.perf_counter() - start, args.jobs,
+                      whole=not args.only)
     if not args.no_parity:
         sections["parity"] = parity_overlays(figures, root, args.quick)
     target = root / "RESULTS.md" if args.quick else Path("RESULTS.md")
