@@ -1,6 +1,6 @@
-"""The original's plots (and the image classifier's), the run's tokenizer file and the non-finite-loss guard, as Lightning
-callbacks. Each figure goes to TensorBoard and, as a PNG, into the run's log folder when fit ends
-or is interrupted (rank 0 only, never from non-finite weights)."""
+"""The original's plots (and the image classifier's), the run's tokenizer file and the
+non-finite-loss guard, as Lightning callbacks. Each figure goes to TensorBoard and, as a PNG, into
+the run's log folder when fit ends or is interrupted (rank 0 only, never from non-finite weights)."""
 
 from __future__ import annotations
 
@@ -48,6 +48,18 @@ def evaluating(module: torch.nn.Module):
             yield
     finally:
         module.train(was_training)
+
+
+def outputs_on(pl_module: pl.LightningModule, loader) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The module's outputs on every batch of ``loader`` in eval mode: (inputs, targets, outputs),
+    each concatenated over the batches, on the CPU."""
+    inputs, targets, outputs = [], [], []
+    with evaluating(pl_module):
+        for x, y in loader:
+            outputs.append(pl_module(x.to(pl_module.device)).cpu())
+            inputs.append(x)
+            targets.append(y)
+    return torch.cat(inputs), torch.cat(targets), torch.cat(outputs)
 
 
 def weights_finite(module: torch.nn.Module) -> bool:
@@ -178,12 +190,7 @@ class PredictionScatter(FigureCallback):
     """Predictions against targets on the validation split (the adding task's figure)."""
 
     def draw(self, trainer, pl_module):
-        predictions, targets = [], []
-        with evaluating(pl_module):
-            for x, y in trainer.datamodule.val_dataloader():
-                predictions.append(pl_module(x.to(pl_module.device)).cpu())
-                targets.append(y)
-        predictions, targets = torch.cat(predictions), torch.cat(targets)
+        _, targets, predictions = outputs_on(pl_module, trainer.datamodule.val_dataloader())
         figure = Figure(figsize=(5, 5))
         ax = figure.subplots()
         ax.scatter(targets[:, 0], predictions[:, 0], s=4, alpha=0.5)
@@ -207,17 +214,13 @@ class ClassificationFigures(FigureCallback):
 
         data = trainer.datamodule
         loader = data.val_dataloader() if stage == "val" else data.test_dataloader()
-        inputs, targets, predictions = [], [], []
-        with evaluating(pl_module):
-            for x, y in loader:
-                predictions.append(pl_module(x.to(pl_module.device)).argmax(dim=-1).cpu())
-                inputs.append(x)
-                targets.append(y)
-        inputs, targets, predictions = torch.cat(inputs), torch.cat(targets), torch.cat(predictions)
+        inputs, targets, logits = outputs_on(pl_module, loader)
+        predictions = logits.argmax(dim=-1)
         classes = data.num_classes
         matrix = multiclass_confusion_matrix(predictions, targets, classes).numpy()
         suffix = "" if stage == "val" else "_test"
-        accuracy = float((predictions == targets).float().mean())
+        misclassified = torch.nonzero(predictions != targets).flatten()
+        accuracy = 1 - len(misclassified) / len(targets)
 
         figure = Figure(figsize=(5.5, 5))
         ax = figure.subplots()
@@ -230,7 +233,7 @@ class ClassificationFigures(FigureCallback):
                title=f"Confusion matrix, {stage} ({len(targets)} images, accuracy {accuracy:.2%})")
         save_figure(trainer, figure, f"confusion_matrix{suffix}")
 
-        wrong = torch.nonzero(predictions != targets).flatten()[: self.max_images]
+        wrong = misclassified[: self.max_images]
         columns = 8
         rows = max(1, -(-len(wrong) // columns))
         figure = Figure(figsize=(columns * 1.1, rows * 1.25 + 0.4))
@@ -239,7 +242,7 @@ class ClassificationFigures(FigureCallback):
             ax.imshow(inputs[index].reshape(data.image_shape).numpy(), cmap="gray_r", vmin=0, vmax=1)
             ax.set_title(f"{int(targets[index])} -> {int(predictions[index])}", fontsize=8)
             ax.axis("off")
-        figure.suptitle(f"Misclassified, {stage}: {int((predictions != targets).sum())} of {len(targets)}"
+        figure.suptitle(f"Misclassified, {stage}: {len(misclassified)} of {len(targets)}"
                         f" (true -> predicted; the first {len(wrong)})", fontsize=9)
         save_figure(trainer, figure, f"misclassified{suffix}")
 

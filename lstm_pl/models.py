@@ -35,8 +35,9 @@ class RecurrentSettings:
 class RegressorSettings(RecurrentSettings):
     """``SequenceRegressor``'s settings. ``input_size`` (features per step) comes from the data
     through the CLI's link; ``output_size``: the head's outputs (1 for sine and adding; for a
-    classifier one logit per class, linked from ``data.num_classes``). ``chrono_t_max``: chrono initialisation of the gate biases for
-    dependencies up to that many steps (above 2; cells with a forget gate only)."""
+    classifier one logit per class, linked from ``data.num_classes``). ``chrono_t_max``: chrono
+    initialisation of the gate biases for dependencies up to that many steps (above 2; cells with a
+    forget gate only)."""
 
     input_size: PositiveInt = 1
     output_size: PositiveInt = 1
