@@ -1,5 +1,6 @@
 """Thin LightningModules: each builds one network from ``models.py`` and says how it trains and
-what it logs (regression, classification, language model). The optimizer (and any schedule) is LightningCLI's ``optimizer:`` config."""
+what it logs (regression, classification, language model). The optimizer (and any schedule) is
+LightningCLI's ``optimizer:`` config."""
 
 from __future__ import annotations
 
