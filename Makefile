@@ -1,5 +1,6 @@
 # make run: set up .venv with what training needs and train the sine LSTM.
-# make test: add the parity and images extras (TensorFlow, scikit-learn) and the test tools, then run the tests.
+# make test: add the parity and images extras (TensorFlow, scikit-learn) and the test tools, then lint
+# and run the tests, and the reproducibility tests again on the AVX2 kernels (another CPU's float32 bits).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -28,9 +29,12 @@ $(ALL): $(TRAIN)
 run: $(TRAIN)
 	$(PY) -m lstm_pl fit --config configs/sine.yaml
 
-# Two workers: the suite is CPU-bound and this machine has two cores (pytest-xdist).
+# Two workers: the suite is CPU-bound and this machine has two cores (pytest-xdist); loadgroup keeps
+# a file that shares one expensive fixture (tests/test_reproducible.py) on one worker.
 test: $(ALL)
-	$(PY) -m pytest -q -n 2
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -n 2 --dist loadgroup
+	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest -q tests/test_reproducible.py
 
 # Every experiment over seeds: docs/figures/ and RESULTS.md's tables (about an hour on two cores).
 results: $(ALL)

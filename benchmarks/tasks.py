@@ -158,7 +158,7 @@ def measure(task: str, batch: int, rounds: int, folder: str) -> dict:
         for name, run in contenders.items():
             try:
                 times[name].append(run())
-            except Exception as error:  # XLA cannot compile every graph: said in the table
+            except Exception as error:  # noqa: BLE001 - XLA cannot compile every graph: said in the table
                 times[name].append(float("nan"))
                 print(f"# {task} batch {batch}: {name} failed: {type(error).__name__}: {str(error)[:120]}", flush=True)
     return {name: statistics.median(values) for name, values in times.items()}

@@ -36,7 +36,10 @@ class Checkpoints(ModelCheckpoint):
     checkpoint). The best-by-``monitor`` checkpoints are as Lightning keeps them."""
 
     def _save_last_now(self, trainer: pl.Trainer) -> None:
-        if self.save_last and not trainer.sanity_checking and self._last_global_step_saved != trainer.global_step:
+        """Write ``last.ckpt`` for this step, unless it is saved already or the weights are not
+        finite (a non-finite gradient never replaces the last good state)."""
+        if (self.save_last and not trainer.sanity_checking and self._last_global_step_saved != trainer.global_step
+                and weights_finite(trainer.lightning_module)):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
             self._last_global_step_saved = trainer.global_step
 
@@ -61,7 +64,7 @@ class Checkpoints(ModelCheckpoint):
         self._save_last_now(trainer)
 
     def on_exception(self, trainer, pl_module, exception):
-        if trainer.state.fn == "fit" and weights_finite(pl_module):
+        if trainer.state.fn == "fit":
             self._save_last_now(trainer)
 
 
@@ -73,7 +76,7 @@ def read_checkpoint(path: str | Path) -> dict:
         raise ConfigError(f"ckpt_path: no such file {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated zip, not a checkpoint at all, a pickled object outside the allow-list
+    except Exception as error:  # noqa: BLE001 - truncated zip, not a checkpoint, a pickle outside the allow-list
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(f"ckpt_path: {path} is not a readable checkpoint ({reason[:160]}); "
                           f"use an intact .ckpt written by lstm_pl") from None

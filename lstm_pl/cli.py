@@ -59,7 +59,7 @@ class OneLineErrorParser(LightningArgumentParser):
 
     command_line: list[str] = []  # what is being parsed, to name keys as typed
 
-    def error(self, message: str, ex: Exception | None = None):  # noqa: D102 - jsonargparse's hook
+    def error(self, message: str, ex: Exception | None = None):  # jsonargparse's hook
         name = (self.prog or "lstm_pl").split()[0].replace("__main__.py", "lstm_pl")
         sys.stderr.write(f"{name}: error: {one_line(message, OneLineErrorParser.command_line)}\n")
         sys.exit(2)

@@ -129,10 +129,14 @@ def processes(module: pl.LightningDataModule) -> tuple[int, int]:
     return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
 
-def batches_drawn(trainer: pl.Trainer) -> int:
-    """The training batches a run has consumed so far (optimizer steps × accumulation): where a
-    resumed run's data must go on from."""
-    return trainer.global_step * trainer.accumulate_grad_batches
+def batches_drawn(trainer: pl.Trainer, in_epoch: bool = False) -> int:
+    """The training batches a run has consumed so far (``in_epoch``: in the current epoch): where a
+    resumed run's data must go on from. Micro-batches, as Lightning's loop counts them and restores
+    them on resume (a batch saved at ``on_train_batch_end`` included), not optimizer steps ×
+    accumulation: an epoch whose batches the accumulation does not divide ends on a shorter step,
+    and a checkpoint may be saved between two steps (a validation every n batches)."""
+    progress = trainer.fit_loop.epoch_loop.batch_progress
+    return (progress.current if in_epoch else progress.total).processed
 
 
 def share(batch_size: int, world: int, key: str = "batch_size") -> int:
@@ -196,7 +200,7 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
         self.batches_to_skip = 0
 
     def state_dict(self) -> dict:
-        """Saved in every checkpoint: the training batches drawn so far (steps × accumulation)."""
+        """Saved in every checkpoint: the training batches drawn so far (micro-batches: ``batches_drawn``)."""
         trainer = self.trainer
         return {"batches_drawn": batches_drawn(trainer)} if trainer is not None else {}
 
@@ -218,6 +222,9 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
         arrays = self.load()
         self.x, self.y = arrays.x, arrays.y
         self.train_idx, self.val_idx = train_test_split_indices(len(self.x), self.val_size, self.split_seed)
+        if len(self.train_idx) == 0:
+            raise ConfigError(f"data.init_args.val_size ({self.val_size}) leaves none of the {len(self.x)} sequences "
+                              f"for training: make more sequences or lower val_size")
         self.train_set = as_dataset(self.x[self.train_idx], self.y[self.train_idx])
         self.val_set = as_dataset(self.x[self.val_idx], self.y[self.val_idx])
         self.test_set = self.val_set if arrays.test is None else as_dataset(*arrays.test)

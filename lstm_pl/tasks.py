@@ -155,6 +155,7 @@ class LanguageModelTask(pl.LightningModule):
         self.train_perplexity = Perplexity()
         self.metrics = stage_metrics(loss=MeanMetric, perplexity=Perplexity)
         self.states: dict[str, object] = {}
+        self.rng_state_to_restore: torch.Tensor | None = None  # a resumed run's generator (on_load_checkpoint)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """A run resumed from this checkpoint goes on as if never stopped: the state carried into
@@ -171,8 +172,14 @@ class LanguageModelTask(pl.LightningModule):
             raise ConfigError(f"ckpt_path: the checkpoint's vocabulary has {saved} words, these data settings build "
                               f"{ours}; use the data settings it was trained with")
         self.states["train"] = checkpoint.get("carried_state")
-        if "torch_rng_state" in checkpoint:
-            torch.set_rng_state(checkpoint["torch_rng_state"])
+        # Set when the first resumed batch starts, not now: making the resumed fit's loaders draws
+        # from the generator, which the uninterrupted run did before the checkpoint.
+        self.rng_state_to_restore = checkpoint.get("torch_rng_state")
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        if self.rng_state_to_restore is not None:
+            torch.set_rng_state(self.rng_state_to_restore)
+            self.rng_state_to_restore = None
 
     def forward(self, tokens: torch.Tensor, state=None):
         return self.net(tokens, state)

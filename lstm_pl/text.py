@@ -396,7 +396,7 @@ class TextDataModule(pl.LightningDataModule):
         the next)."""
         state = {"tokenizer": self.tokenizer.to_str()} if self.tokenizer is not None else {}
         if self.trainer is not None and self.trainer.num_training_batches:
-            state["windows_done_in_epoch"] = int(batches_drawn(self.trainer) % self.trainer.num_training_batches)
+            state["windows_done_in_epoch"] = int(batches_drawn(self.trainer, in_epoch=True) % self.trainer.num_training_batches)
         return state
 
     def load_state_dict(self, state: dict) -> None:

@@ -39,10 +39,9 @@ def losses(run: Path, tag: str) -> list[float]:
 
 @pytest.mark.parametrize("task, tag", [("sine", "train/loss"), ("shakespeare", "train/loss_step")])
 def test_two_processes_train_like_one(task, tag, tmp_path, request):
-    if task == "shakespeare":
-        request.getfixturevalue("shakespeare")
-    one = fit(task, tmp_path / "one")
-    two = fit(task, tmp_path / "two", "--trainer.strategy=ddp", "--trainer.devices=2")
+    text = request.getfixturevalue("corpus_args") if task == "shakespeare" else []
+    one = fit(task, tmp_path / "one", *text)
+    two = fit(task, tmp_path / "two", "--trainer.strategy=ddp", "--trainer.devices=2", *text)
     assert one.returncode == 0 and two.returncode == 0, two.stderr[-3000:]
     single, double = losses(tmp_path / "one" / task / "version_0", tag), losses(tmp_path / "two" / task / "version_0", tag)
     assert len(single) == len(double) == 12

@@ -108,8 +108,11 @@ class RecordingTask(LanguageModelTask):
         return super()._loss(batch, stage)
 
 
+PROMPT = "Douvi gealou filipu, Xyzzy"  # three words of the generated corpus, and one it has not
+
+
 @pytest.fixture(scope="module")
-def short_fit(tmp_path_factory, shakespeare):
+def short_fit(tmp_path_factory, corpus_args):
     """configs/shakespeare.yaml through the CLI, shrunk to seconds: hidden 32, batches of 32
     windows of 20 words, lr 0.01, 3 epochs of 12 windows, 4 validation windows."""
     save_dir = tmp_path_factory.mktemp("runs")
@@ -118,8 +121,7 @@ def short_fit(tmp_path_factory, shakespeare):
                     "--trainer.inference_mode=false",  # metric states made under inference mode cannot be fit's
                     "--model.class_path=test_language_model.RecordingTask", "--optimizer.init_args.lr=0.01",
                     "--model.init_args.net.embedding_size=32", "--model.init_args.net.hidden_size=32",
-                    f"--data.init_args.path={shakespeare}", "--data.init_args.batch_size=32",
-                    "--data.init_args.seq_len=20"], run=False)
+                    *corpus_args, "--data.init_args.batch_size=32", "--data.init_args.seq_len=20"], run=False)
     before = cli.trainer.validate(cli.model, cli.datamodule, verbose=False)[0]
     cli.model.started_carried.clear()
     cli.trainer.fit(cli.model, cli.datamodule)
@@ -133,7 +135,7 @@ def test_short_fit_lowers_the_loss(short_fit):
     assert after["val/loss"] < before["val/loss"] - 1.0
     assert after["val/perplexity"] == pytest.approx(math.exp(after["val/loss"]), rel=1e-4)
     assert {"train/loss_step", "train/loss_epoch", "train/perplexity_epoch"} <= set(after)
-    assert cli.model.hparams.net["vocab_size"] == cli.datamodule.vocab_size == 2610  # linked from the data
+    assert cli.model.hparams.net["vocab_size"] == cli.datamodule.vocab_size == 1234  # linked from the data
     # state carried within each epoch of each stage, reset at each epoch start
     records = cli.model.started_carried
     train = [carried for stage, carried in records if stage == "train"]
@@ -149,32 +151,32 @@ def test_generation_is_deterministic_for_a_seed(short_fit, capsys):
     assert (folder / "tokenizer.json").is_file()  # saved with the run
     task, tokenizer = load_run(folder)
     assert tokenizer.get_vocab() == cli.datamodule.tokenizer.get_vocab()
-    first = generate(task, tokenizer, "Wherefore art thou, Xyzzy", 20, temperature=1.0, top_k=50, seed=7)
-    again = generate(task, tokenizer, "Wherefore art thou, Xyzzy", 20, temperature=1.0, top_k=50, seed=7)
-    other = generate(task, tokenizer, "Wherefore art thou, Xyzzy", 20, temperature=1.0, top_k=50, seed=8)
+    first = generate(task, tokenizer, PROMPT, 20, temperature=1.0, top_k=50, seed=7)
+    again = generate(task, tokenizer, PROMPT, 20, temperature=1.0, top_k=50, seed=7)
+    other = generate(task, tokenizer, PROMPT, 20, temperature=1.0, top_k=50, seed=8)
     assert first == again and first != other
     words = first.split(" ")
-    assert words[:4] == ["wherefore", "art", "thou", "<unk>"] and len(words) == 24
+    assert words[:4] == ["douvi", "gealou", "filipu", "<unk>"] and len(words) == 24
     assert "<unk>" not in words[4:]  # banned unless --allow_unknown
-    greedy = generate(task, tokenizer, "to be or not", 5, temperature=0)
-    assert greedy == generate(task, tokenizer, "to be or not", 5, temperature=0, seed=99)  # argmax: no randomness
+    greedy = generate(task, tokenizer, "douvi gealou rapoucou", 5, temperature=0)
+    assert greedy == generate(task, tokenizer, "douvi gealou rapoucou", 5, temperature=0, seed=99)  # argmax: no randomness
     main(["--run", str(checkpoint), "--tokenizer", str(folder / "tokenizer.json"),
-          "--prompt", "Wherefore art thou, Xyzzy", "--words", "20", "--top_k", "50", "--seed", "7"])
+          "--prompt", PROMPT, "--words", "20", "--top_k", "50", "--seed", "7"])
     assert capsys.readouterr().out.strip() == first
 
 
-def test_test_from_checkpoint_rebuilds_the_net(short_fit, shakespeare, tmp_path):
+def test_test_from_checkpoint_rebuilds_the_net(short_fit, corpus_args, tmp_path):
     cli, _ = short_fit
     checkpoint = Path(cli.trainer.checkpoint_callback.dirpath) / "last.ckpt"
     tested = CLI(args=["test", "--config", CONFIG, f"--ckpt_path={checkpoint}",
-                       f"--trainer.logger.init_args.save_dir={tmp_path}", f"--data.init_args.path={shakespeare}"])
+                       f"--trainer.logger.init_args.save_dir={tmp_path}", *corpus_args])
     metrics = tested.trainer.callback_metrics
     assert tested.model.hparams.net["hidden_size"] == 32  # taken from the checkpoint
     assert metrics["test/perplexity"] == pytest.approx(math.exp(metrics["test/loss"]), rel=1e-4)
-    assert metrics["test/loss"] < math.log(2610)
+    assert metrics["test/loss"] < math.log(1234)
     with pytest.raises(ConfigError, match="vocabulary"):  # another vocabulary cannot load these weights
         CLI(args=["test", "--config", CONFIG, f"--ckpt_path={checkpoint}", f"--trainer.logger.init_args.save_dir={tmp_path}",
-                  f"--data.init_args.path={shakespeare}", "--data.init_args.min_count=3"])
+                  *corpus_args, "--data.init_args.min_count=3"])
 
 
 @pytest.mark.parametrize("name, layers, lr", [("shakespeare", 1, 1e-3), ("shakespeare_multi", 3, 5e-4)])
@@ -190,10 +192,10 @@ def test_configs_are_the_recipe(config_path, shakespeare, name, layers, lr):
     assert trainer.logger.name == name
 
 
-def test_optimizer_and_schedule_are_config(shakespeare, tmp_path):
+def test_optimizer_and_schedule_are_config(corpus_args, tmp_path):
     """LightningCLI's own optimizer and lr_scheduler groups: SGD with plateau annealing is a config
     away (pytorch/examples' recipe), and the rate is cut when val/loss stops falling."""
-    cli = CLI(args=["fit", "--config", CONFIG, f"--data.init_args.path={shakespeare}", "--data.init_args.seq_len=10",
+    cli = CLI(args=["fit", "--config", CONFIG, *corpus_args, "--data.init_args.seq_len=10",
                     "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2", "--trainer.max_epochs=3",
                     "--model.init_args.net.hidden_size=16", "--model.init_args.net.embedding_size=16",
                     f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.callbacks=[]",

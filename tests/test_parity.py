@@ -38,8 +38,9 @@ SHRINK = {
 }
 
 
-def shrink(config: str) -> list[str]:
-    return SHRINK[config.split("_")[0]]
+def shrink(config: str, corpus_args: list[str]) -> list[str]:
+    """The small version of ``config``; the language models on the generated corpus."""
+    return [*SHRINK[config.split("_")[0]], *(corpus_args if config.startswith("shakespeare") else [])]
 
 
 def follows_pytorch(config: str) -> list[str]:
@@ -52,8 +53,8 @@ def last_line(capsys) -> str:
 
 
 @pytest.mark.parametrize("config", [c.stem for c in CONFIGS])
-def test_every_config_matches_keras_in_float64(config, tmp_path, capsys):
-    code = compare.main([config, "--dtype", "float64", "--steps", "25", "--out", str(tmp_path), *shrink(config),
+def test_every_config_matches_keras_in_float64(config, tmp_path, capsys, corpus_args):
+    code = compare.main([config, "--dtype", "float64", "--steps", "25", "--out", str(tmp_path), *shrink(config, corpus_args),
                          *follows_pytorch(config)])
     line = last_line(capsys)
     assert code == 0, line
@@ -70,11 +71,11 @@ def test_every_config_matches_keras_in_float64(config, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("config", ORIGINAL_RUNS)
-def test_original_runs_match_tf1_in_float64(config, tmp_path, capsys):
+def test_original_runs_match_tf1_in_float64(config, tmp_path, capsys, corpus_args):
     """The original programs rebuilt in tf.compat.v1 graph mode (LSTMCell / BasicRNNCell, stock
     AdamOptimizer, numpy's batch stream) against the port."""
     code = compare.main([config, "--tensorflow", "tf1", "--dtype", "float64", "--steps", "25", "--out", str(tmp_path),
-                         *shrink(config)])
+                         *shrink(config, corpus_args)])
     line = last_line(capsys)
     assert code == 0 and line.startswith(f"{config} [tf1, float64, 25 steps]: PASS"), line
     report = json.loads((tmp_path / config / "report.json").read_text())
@@ -92,10 +93,10 @@ def test_every_cell_matches_keras_in_float64(cell, init, tmp_path, capsys):
     assert code == 0, capsys.readouterr().out
 
 
-def test_language_model_variants_match_keras_in_float64(tmp_path, capsys):
+def test_language_model_variants_match_keras_in_float64(tmp_path, capsys, corpus_args):
     """What the shipped language-model configs leave off: tied weights, and a fresh state every window."""
     code = compare.main(["shakespeare", "--dtype", "float64", "--steps", "15", "--out", str(tmp_path),
-                         *SHRINK["shakespeare"], "--model.init_args.net.tie_weights=true",
+                         *shrink("shakespeare", corpus_args), "--model.init_args.net.tie_weights=true",
                          "--model.init_args.stateful=false", "--tensorflow-follows-pytorch-adam"])
     assert code == 0, capsys.readouterr().out
 

@@ -51,13 +51,12 @@ def test_a_resumed_run_is_the_uninterrupted_run(task, stop, total, tmp_path, req
     """Stopped at ``stop`` (mid-epoch for the language model: 6 windows an epoch) and resumed from
     last.ckpt: the same losses at every step and the same final weights, bit for bit, in the same
     run folder and TensorBoard run, with no step logged twice."""
-    if task == "shakespeare":
-        request.getfixturevalue("shakespeare")
-    fit(task, tmp_path / "whole", f"--trainer.max_steps={total}")
-    fit(task, tmp_path / "parts", f"--trainer.max_steps={stop}")
+    text = request.getfixturevalue("corpus_args") if task == "shakespeare" else []
+    fit(task, tmp_path / "whole", f"--trainer.max_steps={total}", *text)
+    fit(task, tmp_path / "parts", f"--trainer.max_steps={stop}", *text)
     run = tmp_path / "parts" / task / "version_0"
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == stop
-    fit(task, tmp_path / "parts", f"--trainer.max_steps={total}", f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}")
+    fit(task, tmp_path / "parts", f"--trainer.max_steps={total}", f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}", *text)
     assert not (tmp_path / "parts" / task / "version_1").exists()  # the same run goes on
     whole = tmp_path / "whole" / task / "version_0"
     tag = "train/loss_step" if task == "shakespeare" else "train/loss"
@@ -148,14 +147,14 @@ def sine_checkpoint(tmp_path_factory) -> Path:
     return folder / "sine" / "version_0" / "checkpoints" / "last.ckpt"
 
 
-def test_bad_checkpoints_are_one_line(sine_checkpoint, tmp_path, capsys, shakespeare):
+def test_bad_checkpoints_are_one_line(sine_checkpoint, tmp_path, capsys, corpus_args):
     sine = str(ROOT / "configs" / "sine.yaml")
     assert "no such file" in one_line(capsys, "test", "--config", sine, f"--ckpt_path={tmp_path / 'missing.ckpt'}")
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(sine_checkpoint.read_bytes()[:1000])
     assert "is not a readable checkpoint" in one_line(capsys, "test", "--config", sine, f"--ckpt_path={truncated}")
     line = one_line(capsys, "test", "--config", str(ROOT / "configs" / "shakespeare.yaml"),
-                    f"--ckpt_path={sine_checkpoint}", f"--data.init_args.path={shakespeare}")
+                    f"--ckpt_path={sine_checkpoint}", *corpus_args)
     assert "is a lstm_pl.RegressionTask checkpoint" in line and "LanguageModelTask" in line
 
 

@@ -1,0 +1,287 @@
+"""Guards that no other test checks: a skipped non-finite step leaves the weights and the
+optimizer's state exactly as they were, a run resumed with gradient accumulation is the
+uninterrupted run (the data position counts micro-batches), and the few other things a one-line
+mutant of a core module got past the rest of the suite with (each test here kills one)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lstm_pl.cli import CLI, main, quiet_start
+from lstm_pl.tasks import RegressionTask
+
+ROOT = Path(__file__).resolve().parents[1]
+ADDING = ["--data.init_args.t=20", "--data.init_args.n_sequence=300"]
+
+
+def scalars(run: Path, tag: str) -> list[tuple[int, float]]:
+    events = EventAccumulator(str(run))
+    events.Reload()
+    return [(event.step, event.value) for event in events.Scalars(tag)]
+
+
+def leaves(value, place=()):
+    """Every leaf of a (nested) state, tensors and plain values, in a fixed order, with its place."""
+    if isinstance(value, dict):
+        for key in sorted(value, key=str):
+            yield from leaves(value[key], (*place, key))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from leaves(item, (*place, i))
+    else:
+        yield place, value
+
+
+def same(x, y) -> bool:
+    if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
+        return (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.dtype == y.dtype
+                and x.shape == y.shape and torch.equal(x.reshape(-1).view(torch.uint8), y.reshape(-1).view(torch.uint8)))
+    return type(x) is type(y) and x == y
+
+
+def identical(a, b) -> bool:
+    """Bit for bit: the same places, and at each the same dtype, shape and bytes (or plain value)."""
+    a, b = list(leaves(a)), list(leaves(b))
+    return [p for p, _ in a] == [p for p, _ in b] and all(same(x, y) for (_, x), (_, y) in zip(a, b))
+
+
+class Snapshots(pl.Callback):
+    """The parameters and the optimizer's state before and after every training step."""
+
+    def __init__(self):
+        self.before, self.after = {}, {}
+
+    @staticmethod
+    def take(trainer, pl_module):
+        optimizer = trainer.optimizers[0]
+        return {"parameters": [p.detach().clone() for p in pl_module.parameters()],
+                "state": copy.deepcopy([optimizer.state[p] for p in pl_module.parameters()])}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.before[trainer.global_step] = self.take(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.after[trainer.global_step - 1] = self.take(trainer, pl_module)
+
+
+NAN_AT = (0, 3)  # steps (0-based) whose training loss is NaN: the very first, and one with Adam's moments set
+
+
+@pytest.mark.parametrize("optimizer", ["lstm_pl.optim.TFAdam", "torch.optim.Adam"])
+def test_a_skipped_step_moves_nothing(optimizer, tmp_path, monkeypatch):
+    """non_finite.action=skip: after a skipped step every parameter and every optimizer state
+    tensor (moments, step count, TF's β powers) is bit for bit what it was before it; after every
+    other step the parameters and the step count (or β powers) have moved. Zeroing the gradients
+    instead of dropping them would still move Adam (its moments, its step count)."""
+    original = RegressionTask.batch_loss
+
+    def nan_at_chosen_steps(self, batch):
+        loss = original(self, batch)
+        return loss * float("nan") if self.training and self.trainer.global_step in NAN_AT else loss
+
+    monkeypatch.setattr(RegressionTask, "batch_loss", nan_at_chosen_steps)
+    quiet_start()
+    cli = CLI(args=["--config", str(ROOT / "configs" / "sine.yaml"), "--trainer.max_steps=6", "--non_finite.action=skip",
+                    "--trainer.logger=false", "--trainer.callbacks=[]", f"--trainer.default_root_dir={tmp_path}",
+                    f"--optimizer.class_path={optimizer}"], run=False)
+    snapshots = Snapshots()
+    cli.trainer.callbacks.append(snapshots)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    assert cli.trainer.global_step == 6 and sorted(snapshots.after) == list(range(6))
+    skip = next(c for c in cli.trainer.callbacks if type(c).__name__ == "NonFiniteLoss")
+    assert skip.skipped == len(NAN_AT)
+    for step in range(6):
+        before, after = snapshots.before[step], snapshots.after[step]
+        if step in NAN_AT:
+            assert identical(before["parameters"], after["parameters"]), f"step {step}: a parameter moved"
+            assert identical(before["state"], after["state"]), f"step {step}: the optimizer's state moved"
+        else:
+            trainable = [p.requires_grad for p in cli.model.parameters()]
+            assert all(not torch.equal(b, a) for b, a, t in zip(before["parameters"], after["parameters"], trainable) if t), step
+            counters = ("step",) if optimizer == "torch.optim.Adam" else ("beta1_power", "beta2_power")
+            for b, a, t in zip(before["state"], after["state"], trainable):
+                if not t:
+                    continue
+                assert all(key not in b or not torch.equal(b[key], a[key]) for key in counters), step
+                assert set(counters) <= a.keys()
+    assert snapshots.after[0]["state"] == [{}] * len(snapshots.after[0]["state"])  # step 0 skipped: no state made
+
+
+def fit(config: str, save_dir: Path, *overrides: str) -> Path:
+    main(["fit", "--config", str(ROOT / "configs" / f"{config}.yaml"), f"--trainer.logger.init_args.save_dir={save_dir}",
+          *overrides])
+    return save_dir / config / "version_0"
+
+
+def assert_same_run(resumed: Path, whole: Path, tag: str, total: int) -> None:
+    """The same loss at every logged step and the same final weights and optimizer state."""
+    exactly = lambda points: [(step, repr(value)) for step, value in points]  # a NaN equal to a NaN
+    losses = exactly(scalars(resumed, tag))
+    assert [step for step, _ in losses] == [step for step, _ in exactly(scalars(whole, tag))] and len(losses) >= total
+    assert losses == exactly(scalars(whole, tag))
+    final = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
+    expected = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)
+    assert final["global_step"] == expected["global_step"] == total
+    assert identical(final["state_dict"], expected["state_dict"])
+    assert identical(final["optimizer_states"], expected["optimizer_states"])
+
+
+@pytest.mark.parametrize("config, sampling, extra", [("sine", "original", []), ("adding", "with_replacement", ADDING)])
+def test_a_resumed_run_with_accumulation_is_the_uninterrupted_run(config, sampling, extra, tmp_path):
+    """accumulate_grad_batches=2: every optimizer step is two batches, so the position saved and
+    skipped on resume must count batches, not steps."""
+    settings = [f"--data.init_args.sampling={sampling}", "--trainer.accumulate_grad_batches=2",
+                "--trainer.callbacks=[]", *extra]
+    whole = fit(config, tmp_path / "whole", "--trainer.max_steps=8", *settings)
+    parts = fit(config, tmp_path / "parts", "--trainer.max_steps=3", *settings)
+    last = torch.load(parts / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 3 and last[f"{config.capitalize()}DataModule"]["batches_drawn"] == 6
+    fit(config, tmp_path / "parts", "--trainer.max_steps=8", *settings, f"--ckpt_path={parts / 'checkpoints' / 'last.ckpt'}")
+    assert_same_run(parts, whole, "train/loss", 8)
+
+
+def write_text(path: Path, words: int = 4000) -> Path:
+    """A generated text of a few dozen words, each frequent enough to be in the vocabulary."""
+    generator = torch.Generator().manual_seed(0)
+    vocabulary = [f"w{i}" for i in range(40)]
+    ids = torch.randint(len(vocabulary), (words,), generator=generator).tolist()
+    path.write_text("\n".join(" ".join(vocabulary[i] for i in ids[k : k + 12]) for k in range(0, words, 12)) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_the_language_model_resumed_with_accumulation_is_the_uninterrupted_run(dropout, tmp_path):
+    """Epochs of 5 windows and accumulate_grad_batches=2: Lightning steps after windows 2, 4 and
+    5 (the epoch's last), 3 steps an epoch, so steps × 2 is not the windows done in the epoch.
+    Stopped in the middle of the second epoch and resumed: the uninterrupted run; with dropout its
+    masks too (the random generator's state is in the checkpoint)."""
+    text = write_text(tmp_path / "text.txt")
+    settings = [f"--data.init_args.path={text}", "--data.init_args.url=null", "--data.init_args.sha256=null",
+                f"--data.init_args.cache_dir={tmp_path / 'cache'}", "--data.init_args.batch_size=10",
+                "--data.init_args.seq_len=10", "--data.init_args.min_count=1",
+                "--model.init_args.net.hidden_size=16", "--model.init_args.net.embedding_size=16",
+                "--trainer.limit_train_batches=5", "--trainer.limit_val_batches=2", "--trainer.max_epochs=-1",
+                f"--model.init_args.net.dropout={dropout}",
+                "--trainer.log_every_n_steps=1", "--trainer.accumulate_grad_batches=2", "--trainer.callbacks=[]"]
+    whole = fit("shakespeare", tmp_path / "whole", "--trainer.max_steps=8", *settings)
+    parts = fit("shakespeare", tmp_path / "parts", "--trainer.max_steps=4", *settings)
+    last = torch.load(parts / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 4 and last["TextDataModule"]["windows_done_in_epoch"] == 2
+    fit("shakespeare", tmp_path / "parts", "--trainer.max_steps=8", *settings,
+        f"--ckpt_path={parts / 'checkpoints' / 'last.ckpt'}")
+    assert_same_run(parts, whole, "train/loss_step", 8)
+
+
+class Batches(pl.Callback):
+    """The inputs of every training micro-batch, in order."""
+
+    def __init__(self):
+        self.inputs: list[torch.Tensor] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.inputs.append(batch[0].detach().clone())
+
+
+def adding_cli(tmp_path: Path, *overrides: str) -> tuple[CLI, Batches]:
+    quiet_start()
+    cli = CLI(args=["--config", str(ROOT / "configs" / "adding.yaml"), *ADDING, "--trainer.logger=false",
+                    "--trainer.callbacks=[]", f"--trainer.default_root_dir={tmp_path}", "--trainer.accumulate_grad_batches=2",
+                    "--trainer.val_check_interval=5", "--checkpoint.save_top_k=-1", *overrides], run=False)
+    batches = Batches()
+    cli.trainer.callbacks.append(batches)
+    return cli, batches
+
+
+def test_a_checkpoint_between_two_steps_resumes_at_the_next_batch(tmp_path):
+    """A validation every 5 batches with accumulate_grad_batches=2 saves best-2.ckpt after batch 5,
+    half-way through step 3. Resumed from it, the data goes on at batch 6, as Lightning's loop does
+    (its accumulated gradient is not in the checkpoint, so step 3 is batch 6's alone): no batch is
+    trained on twice and none is left out. (Steps × accumulation would say 4 and feed batch 5 again,
+    putting every later step's pair one batch off.)"""
+    cli, whole = adding_cli(tmp_path / "whole", "--trainer.max_steps=5")
+    cli.trainer.fit(cli.model, cli.datamodule)
+    assert len(whole.inputs) == 10
+    best = tmp_path / "whole" / "checkpoints" / "best-2.ckpt"
+    saved = torch.load(best, weights_only=True)
+    assert saved["global_step"] == 2 and saved["AddingDataModule"]["batches_drawn"] == 5
+    cli, resumed = adding_cli(tmp_path / "resumed", "--trainer.max_steps=5")
+    cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=str(best))
+    assert len(resumed.inputs) == 5 and all(torch.equal(a, b) for a, b in zip(resumed.inputs, whole.inputs[5:]))
+
+
+def test_a_checkpoint_saved_at_a_batch_end_resumes_at_the_next_batch(tmp_path):
+    """checkpoint.every_n_train_steps=4 (no validation before): last.ckpt is written at the end of
+    batch 8, in on_train_batch_end, before Lightning counts that batch completed; resumed from it,
+    the run trains on batches 9.. exactly as the uninterrupted one did and ends with its weights."""
+    class KeepStep4(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            last = tmp_path / "whole" / "checkpoints" / "last.ckpt"
+            if trainer.global_step == 4 and last.is_file() and not (tmp_path / "step4.ckpt").exists():
+                (tmp_path / "step4.ckpt").write_bytes(last.read_bytes())
+
+    steps = ["--trainer.max_steps=6", "--trainer.val_check_interval=25", "--checkpoint.every_n_train_steps=4"]
+    cli, whole = adding_cli(tmp_path / "whole", *steps)
+    cli.trainer.callbacks.insert(0, KeepStep4())
+    cli.trainer.fit(cli.model, cli.datamodule)
+    expected = {k: v.clone() for k, v in cli.model.state_dict().items()}
+    saved = torch.load(tmp_path / "step4.ckpt", weights_only=True)  # absent if nothing was saved at step 4
+    assert saved["global_step"] == 4 and saved["AddingDataModule"]["batches_drawn"] == 8
+    cli, resumed = adding_cli(tmp_path / "resumed", *steps)
+    cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=str(tmp_path / "step4.ckpt"))
+    assert len(whole.inputs) == 12 and len(resumed.inputs) == 4
+    assert all(torch.equal(a, b) for a, b in zip(resumed.inputs, whole.inputs[8:]))
+    assert identical(cli.model.state_dict(), expected)
+
+
+def test_the_skipped_count_goes_on_after_a_resume(tmp_path, monkeypatch):
+    """non_finite.action=skip, a NaN loss at steps 2 and 5, stopped after step 3 and resumed:
+    train/skipped_batches counts on (1, then 2), as in the uninterrupted run."""
+    original = RegressionTask.batch_loss
+
+    def nan_at_chosen_steps(self, batch):
+        loss = original(self, batch)
+        return loss * float("nan") if self.training and self.trainer.global_step in (1, 4) else loss
+
+    monkeypatch.setattr(RegressionTask, "batch_loss", nan_at_chosen_steps)
+    settings = ["--non_finite.action=skip", "--trainer.callbacks=[]"]
+    whole = fit("sine", tmp_path / "whole", "--trainer.max_steps=6", *settings)
+    parts = fit("sine", tmp_path / "parts", "--trainer.max_steps=3", *settings)
+    fit("sine", tmp_path / "parts", "--trainer.max_steps=6", *settings, f"--ckpt_path={parts / 'checkpoints' / 'last.ckpt'}")
+    # Lightning logs the count again at every step after a skip until the next one, but not in the
+    # steps a resumed run starts with: compare the steps both logged.
+    whole_counts, resumed_counts = dict(scalars(whole, "train/skipped_batches")), dict(scalars(parts, "train/skipped_batches"))
+    assert whole_counts[1] == 1.0 and whole_counts[4] == 2.0 and resumed_counts.items() <= whole_counts.items()
+    assert resumed_counts[4] == 2.0
+    assert_same_run(parts, whole, "train/loss", 6)
+
+
+@pytest.mark.parametrize("config, extra", [("adding", ADDING),
+                                           ("sine", [])])
+def test_a_run_stopped_with_non_finite_weights_writes_no_checkpoint_or_figure(config, extra, tmp_path, monkeypatch, capsys):
+    """A finite loss whose gradient is NaN (step 3) makes the weights NaN; the next loss is NaN and
+    the run stops. Nothing is written from those weights, neither a checkpoint nor a figure: on
+    adding no validation has run yet (every 25 steps), so the stop is the only moment that could
+    save; sine validates (and saves last.ckpt) after every step."""
+    original = RegressionTask.batch_loss
+
+    def nan_gradient_at_step_3(self, batch):
+        loss = original(self, batch)
+        if self.training and torch.is_grad_enabled() and self.trainer.global_step == 2:
+            loss = loss + torch.sqrt(0.0 * next(self.parameters()).sum())  # adds 0; its gradient is 0·∞ = NaN
+        return loss
+
+    monkeypatch.setattr(RegressionTask, "batch_loss", nan_gradient_at_step_3)
+    with pytest.raises(SystemExit) as exit_:
+        fit(config, tmp_path, "--trainer.max_steps=10", *extra)
+    assert exit_.value.code == 2 and "the training loss is nan at step 4" in capsys.readouterr().err
+    run = tmp_path / config / "version_0"
+    assert run.is_dir() and not list(run.glob("*.png"))
+    for path in run.glob("checkpoints/*.ckpt"):
+        assert all(torch.isfinite(t).all() for t in torch.load(path, weights_only=True)["state_dict"].values()), path.name
+    assert config != "adding" or not list(run.glob("checkpoints/*.ckpt"))
