@@ -20,7 +20,7 @@ from typing import Literal, Optional
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from jsonargparse.typing import OpenUnitInterval, PositiveInt
+from jsonargparse.typing import NonNegativeInt, OpenUnitInterval, PositiveInt
 from torch.utils.data import DataLoader, RandomSampler, Sampler, TensorDataset
 
 from .errors import ConfigError
@@ -211,8 +211,9 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
     def load(self) -> Arrays:
         """The arrays to split into training and validation, and the held-out test set if any."""
 
-    def original_stream(self) -> tuple:
-        """numpy's stream state where the data generation left it (``sampling: original``)."""
+    def original_stream(self) -> tuple[tuple, int]:
+        """numpy's stream state where the data generation left it, and how many minibatch draws
+        an earlier run in the same process took from it first (``sampling: original``)."""
         raise ConfigError(f"data.init_args.sampling: original continues the numpy stream that generated the data; "
                           f"{type(self).__name__} generates none (use with_replacement or epochs)")
 
@@ -235,7 +236,8 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
         if self.sampling == "with_replacement":
             sampler = WithReplacement(len(self.train_set), self.batch_size, generator, skip)
         elif self.sampling == "original":
-            sampler = OriginalStream(len(self.train_set), self.batch_size, self.original_stream(), skip)
+            state, drawn_before = self.original_stream()
+            sampler = OriginalStream(len(self.train_set), self.batch_size, state, drawn_before + skip)
         else:
             sampler = RandomSampler(self.train_set, generator=generator)
         rank, world = processes(self)
@@ -264,11 +266,15 @@ class GeneratedDataModule(ArrayDataModule):
     ``test_seed``: where set, ``test`` scores a fresh draw of the whole data set from
     ``RandomState(test_seed)`` (the same size), which neither training nor early stopping sees;
     unset, ``test`` reports on the validation split (the original had no third split).
+
+    ``stream_start`` (``sampling: original``): the minibatch draws an earlier fit in the same
+    process took from numpy's stream before this run's first (the seed's adding main2.py trained
+    its RNN right after its LSTM's 500 draws: 500).
     """
 
-    def __init__(self, seed: int = 12, test_seed: Optional[int] = None, **kwargs):
+    def __init__(self, seed: int = 12, test_seed: Optional[int] = None, stream_start: NonNegativeInt = 0, **kwargs):
         super().__init__(**kwargs)
-        self.seed, self.test_seed = seed, test_seed
+        self.seed, self.test_seed, self.stream_start = seed, test_seed, stream_start
 
     @abc.abstractmethod
     def make_arrays(self, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
@@ -281,8 +287,8 @@ class GeneratedDataModule(ArrayDataModule):
         held_out = None if self.test_seed is None else self.make_arrays(np.random.RandomState(self.test_seed))
         return Arrays(x, y, held_out)
 
-    def original_stream(self) -> tuple:
-        return self.stream_after_generation
+    def original_stream(self) -> tuple[tuple, int]:
+        return self.stream_after_generation, self.stream_start
 
 
 @dataclass(frozen=True)

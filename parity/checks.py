@@ -129,7 +129,8 @@ def training_inputs(recording: Recording, dtype: str) -> TrainingInputs:
         checks["data"] = f"{OK}: replayed (the {data['kind']} task's batches are the PyTorch side's)"
         return TrainingInputs(recording.batches, recording.val_batches, checks)
     generated = original.generate(data)
-    indices, problem = original.check_batches(recording.batches, generated, data["sampling"])
+    indices, problem = original.check_batches(recording.batches, generated, data["sampling"],
+                                              data.get("stream_start") or 0)
     if problem:
         checks["data"] = problem
         return TrainingInputs(recording.batches, recording.val_batches, checks)

@@ -33,7 +33,7 @@ from lstm_pl.cli import cause, quiet_start
 from lstm_pl.errors import ConfigError
 from lstm_pl.files import atomic_write
 
-from . import checks, pytorch_side
+from . import checks, pytorch_side, record
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -141,6 +141,10 @@ def compare(config: Path, dtype: str, steps: int | None, tolerance: float, folde
         recording = pytorch_side.record(str(config), dtype, steps, folder / "pytorch", list(overrides), threads=threads,
                                         backend=backend, follow_torch_adam=follow_torch_adam)
         inputs = checks.training_inputs(recording, dtype)
+        if config.resolve().parent == CONFIGS and config.stem in record.RUNS:  # an original run: held to its record
+            inputs.checks["original_run"] = record.check(config.stem, recording.config, list(overrides),
+                                                         [len(x) for x, _ in recording.batches], len(recording.losses),
+                                                         recording.planned_steps)
         if backend == "tf1":
             from . import tf1_side as side  # TensorFlow's import takes seconds: only when comparing
         else:
@@ -189,15 +193,25 @@ def next_version(parent: Path) -> Path:
     return parent / f"version_{max(taken, default=-1) + 1}"
 
 
+def step_count(text: str) -> int:
+    """``--steps``: a positive number of optimizer steps, or ``all`` (0: the config's whole budget)."""
+    if text == "all":
+        return 0
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, or all; got {text}")
+    return int(text)
+
+
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="python -m parity.compare", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("task", nargs="?", help="a config's name under configs/ (sine, adding, ...), or all")
     parser.add_argument("--config", type=Path, help="a config file, instead of TASK")
     parser.add_argument("--dtype", choices=sorted(TOLERANCE), default="float32")
-    parser.add_argument("--steps", type=int, help="optimizer steps (default: the config's budget, at most "
-                        f"{DEFAULT_STEPS['regression']} for the regression tasks and {DEFAULT_STEPS['language_model']} "
-                        "for the language models)")
+    parser.add_argument("--steps", type=step_count,
+                        help="optimizer steps, or all: the config's whole budget (default: the config's budget, at "
+                        f"most {DEFAULT_STEPS['regression']} for the regression tasks and "
+                        f"{DEFAULT_STEPS['language_model']} for the language models)")
     parser.add_argument("--tolerance", type=float, help="largest relative loss difference allowed "
                         f"(default: {TOLERANCE['float32']:g} in float32, {TOLERANCE['float64']:g} in float64)")
     parser.add_argument("--out", type=Path, help="run folder (default: runs/parity/version_<n>)")
@@ -215,8 +229,6 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
     if (args.task is None) == (args.config is None):
         parser.error("give a TASK (a config's name, or all) or --config PATH, not both")
-    if args.steps is not None and args.steps < 1:
-        parser.error(f"--steps must be at least 1, got {args.steps}")
     if args.tolerance is not None and not args.tolerance > 0:
         parser.error(f"--tolerance must be positive, got {args.tolerance}")
     return args, overrides

@@ -77,15 +77,19 @@ def generate(data: dict) -> OriginalData:
     return OriginalData(x_train, y_train, x_val, y_val, stream)
 
 
-def check_batches(batches: list, original: OriginalData, sampling: str) -> tuple[list[numpy.ndarray], str | None]:
+def check_batches(batches: list, original: OriginalData, sampling: str,
+                  drawn_before: int = 0) -> tuple[list[numpy.ndarray], str | None]:
     """The training indices of each recorded (x, y) batch, and the first disagreement found (None
     if none): a sequence that is not one of the generated training sequences, a target that is not
     its sequence's, or (with ``sampling: original``) indices other than the original's
-    ``numpy.random.choice(len(X_train), size=batch_size)`` stream. Compared in float32, the dtype
-    both sides' data passes through."""
+    ``numpy.random.choice(len(X_train), size=batch_size)`` stream, after the ``drawn_before`` draws
+    an earlier fit of the same process took. Compared in float32, the dtype both sides' data
+    passes through."""
     row = lambda a: numpy.ascontiguousarray(a, dtype=numpy.float32).tobytes()
     index_of = {row(x): i for i, x in enumerate(original.x_train)}
     expected = original.stream if sampling == "original" else None
+    for _ in range(drawn_before if expected is not None and batches else 0):
+        expected.choice(len(original.x_train), size=len(batches[0][0]))
     indices = []
     for step, (x, y) in enumerate(batches, 1):
         found = [index_of.get(row(sequence)) for sequence in x]

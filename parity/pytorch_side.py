@@ -212,9 +212,12 @@ def clipping(cli: CLI) -> dict | None:
 def stripped_trainer(cli: CLI, kind: str, dtype: str, steps: int | None, folder: Path, recorder: Recorder) -> pl.Trainer:
     """A Trainer with the config's budget and clipping, on the CPU in ``dtype``, without what writes
     files or draws figures (logger, checkpoints, callbacks), validating once, after training.
-    ``steps``: exactly that many optimizer steps; None: the config's budget, at most ``DEFAULT_STEPS``."""
+    ``steps``: exactly that many optimizer steps; 0: the config's whole budget; None: the config's
+    budget, at most ``DEFAULT_STEPS``."""
     config = cli.config.trainer
-    if steps is None:
+    if steps == 0:
+        max_steps, max_epochs = config.max_steps, config.max_epochs
+    elif steps is None:
         budget = config.max_steps if config.max_steps and config.max_steps > 0 else None
         max_steps = min(budget or DEFAULT_STEPS[kind], DEFAULT_STEPS[kind])
         max_epochs = config.max_epochs
@@ -255,4 +258,5 @@ def record(config: str, dtype: str, steps: int | None, folder: Path, overrides: 
         torch.set_num_threads(previous_threads)
     return Recording(spec=spec, data=data, optimizer=optimizer, clip=clipping(cli), weights=recorder.weights,
                      batches=recorder.batches, epochs=recorder.epochs, losses=recorder.losses,
-                     val_batches=recorder.val_batches, val_loss=val_loss, seconds=time.perf_counter() - start)
+                     val_batches=recorder.val_batches, val_loss=val_loss, seconds=time.perf_counter() - start,
+                     config=cli.config.clone().as_dict(), planned_steps=trainer.max_steps)

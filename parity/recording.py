@@ -21,3 +21,5 @@ class Recording:
     val_batches: list = field(default_factory=list)  # the final validation's (x, y), in order
     val_loss: float = float("nan")
     seconds: float = 0.0
+    config: dict = field(default_factory=dict)       # the parsed config (overrides included), as plain values
+    planned_steps: int | None = None                 # the steps the stripped Trainer was given

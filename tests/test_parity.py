@@ -298,9 +298,10 @@ def test_clipping_matches_clip_grad_norm(max_norm):
      "model.init_args.net.uniform_init"),
     *[(config, [], key) for config, key in NOT_COMPARABLE.items()],
 ])
-def test_refuses_what_tensorflow_cannot_follow(task, arguments, key, tmp_path, capsys):
+def test_refuses_what_tensorflow_cannot_follow(task, arguments, key, tmp_path, capsys, corpus_args):
     """One line naming the key, exit 2, nothing written."""
-    assert compare.main([task, "--out", str(tmp_path / "run"), *arguments]) == 2
+    text = corpus_args if task.startswith("shakespeare") else []
+    assert compare.main([task, "--out", str(tmp_path / "run"), *arguments, *text]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 1 and errors[0].startswith("parity: error:") and key in errors[0], errors
     assert not (tmp_path / "run").exists()
@@ -309,3 +310,105 @@ def test_refuses_what_tensorflow_cannot_follow(task, arguments, key, tmp_path, c
 def test_unknown_task(capsys):
     assert compare.main(["no_such_task"]) == 2
     assert "no config" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def original_configs() -> dict[str, dict]:
+    """Each original run's parsed config, as the harness parses it (no overrides)."""
+    from parity import record
+
+    return {run: pytorch_side.build(str(compare.CONFIGS / f"{run}.yaml"), []).config.clone().as_dict()
+            for run in record.RUNS}
+
+
+def test_every_original_run_config_is_its_record(original_configs):
+    from parity import record
+
+    assert sorted(record.RUNS) == sorted(ORIGINAL_RUNS)
+    for run, config in original_configs.items():
+        budget, batch = record.RUNS[run]["trainer.max_steps"].value, record.RUNS[run]["data.init_args.batch_size"].value
+        assert record.check(run, config, [], [batch] * 3, budget, budget).startswith("ok: "), run
+
+
+def planted(value):
+    """A wrong value of the same kind: 1e-6 relative for a number, another string, the other bool."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value * (1 + 1e-6) if isinstance(value, float) else value + 1
+    if isinstance(value, list):
+        return [planted(value[0]), *value[1:]]
+    return "something else" if value is not None else 0.5
+
+
+def test_a_wrong_value_in_any_original_run_config_fails_naming_it(original_configs):
+    """Every constant of every record, planted wrong in turn (as a wrong value in the config file,
+    or a changed code default that the config does not state, would be): the check names the key
+    and the original's value; asked for on the command line, it is said to be a variant instead."""
+    import copy
+
+    from parity import record
+
+    for run, config in original_configs.items():
+        budget, batch = record.RUNS[run]["trainer.max_steps"].value, record.RUNS[run]["data.init_args.batch_size"].value
+        for key, constant in record.RUNS[run].items():
+            wrong = copy.deepcopy(config)
+            if key.startswith("loss_curves."):
+                curves = next(c for c in wrong["trainer"]["callbacks"] if c["class_path"].endswith("LossCurves"))
+                curves["init_args"]["after_update"] = False
+            else:
+                *parents, last = key.split(".")
+                holder = wrong
+                for part in parents:
+                    holder = holder[part]
+                holder[last] = planted(constant.value)
+            result = record.check(run, wrong, [], [batch], budget, budget)
+            assert result.startswith(f"{key} is ") and repr(constant.value) in result, (run, key, result)
+            asked = record.check(run, wrong, [f"--{key}=x"], [batch], budget, budget)
+            assert asked.startswith("ok: ") and f"{key} (the original's: {constant.value!r})" in asked, (run, key)
+        assert f"batches of {sorted([batch, 11])}" in record.check(run, config, [], [batch, 11], budget, budget)
+        assert "took 7 steps where 9" in record.check(run, config, [], [batch], 7, 9)
+
+
+def test_the_harness_fails_an_original_run_config_with_a_wrong_value(tmp_path, capsys, monkeypatch):
+    """End to end: configs/sine.yaml with the noise planted 1e-6 off trains both sides the same
+    (common mode: the curves agree) and still FAILS, naming the key and the original's line."""
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    sine = (compare.CONFIGS / "sine.yaml").read_text()
+    assert "noise: 0.05," in sine
+    (configs / "sine.yaml").write_text(sine.replace("noise: 0.05,", "noise: 0.05000005,"))
+    monkeypatch.setattr(compare, "CONFIGS", configs)
+    code = compare.main(["sine", "--tensorflow", "tf1", "--dtype", "float64", "--steps", "3", "--out", str(tmp_path / "run")])
+    line = last_line(capsys)
+    assert code == 1 and "FAIL, original_run: data.init_args.noise is 0.05000005" in line and "L66" in line, line
+    report = json.loads((tmp_path / "run" / "sine" / "report.json").read_text())
+    assert report["max_rel_diff"] < 1e-12  # the trajectories alone would have passed
+
+
+def test_adding_rnn_trains_on_the_draws_after_the_lstms():
+    """main2.py at 1119bd1 ran rnn1.fit (the LSTM: 500 draws of choice(9000, 10)) then rnn2.fit in
+    one process: the RNN's first batch is the 501st draw, here from the original's own procedure
+    (parity/original.py: the seeded stream, the adding data, train_test_split)."""
+    import numpy
+
+    from lstm_pl import AddingDataModule
+    from parity import original
+
+    data = AddingDataModule(t=250, n_sequence=10000, seed=12, batch_size=10, sampling="original", stream_start=500)
+    data.setup("fit")
+    first = next(iter(data.train_dataloader()))
+    generated = original.generate(dict(kind="adding", t=250, n_sequence=10000, seed=12, val_size=0.1, split_seed=1))
+    for _ in range(500):
+        generated.stream.choice(9000, size=10)
+    expected = generated.stream.choice(9000, size=10)
+    numpy.testing.assert_array_equal(expected, [4468, 7174, 8352, 1987, 2698, 8953, 200, 6000, 2137, 2563])
+    numpy.testing.assert_array_equal(first[0].numpy(), generated.x_train[expected].astype(numpy.float32))
+
+
+def test_the_readme_table_is_the_record():
+    from parity import record
+
+    readme = (compare.ROOT / "parity" / "README.md").read_text()
+    begin = readme.index("-->\n", readme.index("<!-- record: begin")) + 4
+    assert readme[begin : readme.index("\n<!-- record: end -->")] == record.table()
