@@ -119,6 +119,9 @@ def verdict(report: dict) -> str:
     tail = (f"val loss {report['pytorch']['val_loss']:.6g} vs {report['tensorflow']['val_loss']:.6g} "
             f"(rel {report['val_rel_diff']:.1e}); {report['seconds']:.0f} s; {report['folder']}/report.json")
     worst = f"max rel diff {report['max_rel_diff']:.1e} (step {report['max_rel_step']})"
+    after = report.get("after_update")
+    if after is not None:
+        worst += f", after-update curve {after['max_rel_diff']:.1e} over {len(after['steps'])} steps"
     failed_checks = [f"{name}: {result}" for name, result in report["checks"].items() if not result.startswith(checks.OK)]
     if failed_checks:
         return f"{head}: FAIL, {failed_checks[0]}; {worst}; {tail}"
@@ -126,6 +129,8 @@ def verdict(report: dict) -> str:
         return f"{head}: PASS, {worst} <= {report['tolerance']:g}; {tail}"
     first = report["first_step_over_tolerance"]
     where = f"first at step {first}, " if first is not None else "only the validation loss, "
+    if after is not None and not after["passed"] and first is None and report["val_rel_diff"] <= report["tolerance"]:
+        where = f"in the after-update curve, first at step {after['steps'][after['first_step_over_tolerance'] - 1]}, "
     return f"{head}: FAIL, rel diff over {report['tolerance']:g} {where}{worst}; {tail}"
 
 
@@ -155,6 +160,13 @@ def compare(config: Path, dtype: str, steps: int | None, tolerance: float, folde
         raise
     pt, tf = np.array(recording.losses), np.asarray(replay["losses"])
     trajectories = compare_trajectories(pt, tf, recording.val_loss, replay["val_loss"], tolerance)
+    after = None
+    if recording.after_update_steps and "losses_after_update" in replay:  # the original's own curve, both sides
+        at = np.array(recording.after_update_steps) - 1
+        pt_after, tf_after = np.array(recording.losses_after_update), np.asarray(replay["losses_after_update"])[at]
+        after = dict(steps=recording.after_update_steps, pytorch=pt_after.tolist(), tensorflow=tf_after.tolist(),
+                     **compare_trajectories(pt_after, tf_after, recording.val_loss, replay["val_loss"], tolerance))
+        after["passed"] = bool(after["first_step_over_tolerance"] is None)
     report = dict(
         task=config.stem, config=str(config), overrides=list(overrides), dtype=dtype, steps=len(pt),
         epochs=len(set(recording.epochs)), tolerance=tolerance, folder=str(folder),
@@ -164,7 +176,8 @@ def compare(config: Path, dtype: str, steps: int | None, tolerance: float, folde
         pytorch=dict(losses=pt.tolist(), val_loss=recording.val_loss, seconds=recording.seconds),
         tensorflow=dict(losses=tf.tolist(), val_loss=replay["val_loss"], seconds=replay["seconds"]),
     )
-    report["passed"] = trajectories["passed"] and checks.passed(inputs.checks)
+    report["after_update"] = after
+    report["passed"] = trajectories["passed"] and checks.passed(inputs.checks) and (after is None or after["passed"])
     report["seconds"] = time.perf_counter() - start
     report["verdict"] = verdict(report)
     write_tensorboard(report, folder)
@@ -176,13 +189,15 @@ def compare(config: Path, dtype: str, steps: int | None, tolerance: float, folde
 
 def table(reports: list[dict]) -> str:
     """The ``all`` summary as a Markdown table."""
-    lines = ["| task | backend, dtype | steps | max abs diff | max rel diff | val rel diff | first step over | time (s) | verdict |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = ["| task | backend, dtype | steps | max abs diff | max rel diff | after-update max rel diff | val rel diff | "
+             "first step over | time (s) | verdict |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in reports:
         first = "-" if r["first_step_over_tolerance"] is None else str(r["first_step_over_tolerance"])
         follows = ", follows PyTorch's Adam" if r["tensorflow_follows_pytorch_adam"] else ""
+        after = "-" if r.get("after_update") is None else f"{r['after_update']['max_rel_diff']:.1e}"
         lines.append(f"| {r['task']} | {r['tensorflow_backend']}, {r['dtype']}{follows} | {r['steps']} | "
-                     f"{r['max_abs_diff']:.1e} | {r['max_rel_diff']:.1e} | {r['val_rel_diff']:.1e} | {first} | "
+                     f"{r['max_abs_diff']:.1e} | {r['max_rel_diff']:.1e} | {after} | {r['val_rel_diff']:.1e} | {first} | "
                      f"{r['seconds']:.0f} | {'PASS' if r['passed'] else 'FAIL'} (tol {r['tolerance']:g}) |")
     return "\n".join(lines)
 
@@ -305,8 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         reports.append(report)
     if len(paths) > 1 and reports:
         summary = (table(reports)
-                   + "".join(f"\n| {name} | refused: see the error above | | | | | | | |" for name in refused)
-                   + "".join(f"\n| {name} | skipped: {why.split(';')[0]} | | | | | | | |" for name, why in skipped))
+                   + "".join(f"\n| {name} | refused: see the error above | | | | | | | | |" for name in refused)
+                   + "".join(f"\n| {name} | skipped: {why.split(';')[0]} | | | | | | | | |" for name, why in skipped))
         with atomic_write(run / "summary.md") as partial:
             partial.write_text(summary + "\n")
         print(summary)

@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 import torch
 from torchmetrics import Metric
 
+from lstm_pl.callbacks import LossCurves
 from lstm_pl.cells import recurrent_layers
 from lstm_pl.cli import CLI
 from lstm_pl.data import AddingDataModule, SineDataModule
@@ -251,6 +252,12 @@ def record(config: str, dtype: str, steps: int | None, folder: Path, overrides: 
         check_comparable(cli, spec, optimizer, backend, follow_torch_adam)
         recorder = Recorder()
         trainer = stripped_trainer(cli, kind, dtype, steps, folder, recorder)
+        # The run's own after-update curve (the original's), recorded by the config's LossCurves
+        # itself, at the config's log_every_n_steps: what is compared is what the run draws.
+        curves = next((c for c in cli.trainer.callbacks if isinstance(c, LossCurves) and c.after_update), None)
+        if curves is not None:
+            trainer.callbacks.append(curves)
+            trainer.log_every_n_steps = cli.trainer.log_every_n_steps
         trainer.fit(cli.model, datamodule=cli.datamodule)
         trainer.limit_val_batches = cli.config.trainer.limit_val_batches or 1.0
         val_loss = float(trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]["val/loss"])
@@ -259,4 +266,6 @@ def record(config: str, dtype: str, steps: int | None, folder: Path, overrides: 
     return Recording(spec=spec, data=data, optimizer=optimizer, clip=clipping(cli), weights=recorder.weights,
                      batches=recorder.batches, epochs=recorder.epochs, losses=recorder.losses,
                      val_batches=recorder.val_batches, val_loss=val_loss, seconds=time.perf_counter() - start,
-                     config=cli.config.clone().as_dict(), planned_steps=trainer.max_steps)
+                     config=cli.config.clone().as_dict(), planned_steps=trainer.max_steps,
+                     after_update_steps=[step for step, _ in curves.train] if curves else [],
+                     losses_after_update=[float(loss) for _, loss in curves.train] if curves else [])

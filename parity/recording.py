@@ -23,3 +23,8 @@ class Recording:
     seconds: float = 0.0
     config: dict = field(default_factory=dict)       # the parsed config (overrides included), as plain values
     planned_steps: int | None = None                 # the steps the stripped Trainer was given
+    # The curve the run's LossCurves(after_update) recorded, as the original did: the loss of each
+    # step's batch again after its update, at these steps (1 = after the first update); empty where
+    # the config draws no such curve.
+    after_update_steps: list = field(default_factory=list)
+    losses_after_update: list = field(default_factory=list)

@@ -38,8 +38,9 @@ def tf1_lstm_layout(layer: dict) -> tuple[np.ndarray, np.ndarray]:
 
 def train(recording: Recording, dtype: str, inputs: TrainingInputs) -> dict:
     """Run the original program's graph from the recording's initial weights on ``inputs.batches``
-    (one ``sess.run([loss, train_step])`` each: the loss before the update, as PyTorch logs it)
-    and evaluate the loss on ``inputs.val_batches``. Returns the per-step losses, the validation
+    (one ``sess.run([loss, train_step])`` each: the loss before the update, as PyTorch logs it;
+    then, as the original's fit did, ``loss.eval`` on the same batch: the loss after the update)
+    and evaluate the loss on ``inputs.val_batches``. Returns both per-step curves, the validation
     loss and the seconds taken."""
     start = time.perf_counter()
     os.environ["TF_USE_LEGACY_KERAS"] = "1"  # read when tf.compat.v1.nn.rnn_cell is first touched
@@ -78,13 +79,15 @@ def train(recording: Recording, dtype: str, inputs: TrainingInputs) -> dict:
         with v1.Session(graph=graph) as session:
             session.run(v1.global_variables_initializer())
             session.run(load)
-            losses = []
+            losses, after_update = [], []
             for x, y in inputs.batches:
                 feed = {X_holder: x, t_holder: y, batch_size_holder: len(x)}
                 loss, _ = session.run([loss_op, train_step], feed_dict=feed)
                 losses.append(float(loss))
+                after_update.append(float(session.run(loss_op, feed_dict=feed)))  # RecurrentNN.fit L404
             squared, count = 0.0, 0
             for x, y in inputs.val_batches:
                 loss = session.run(loss_op, {X_holder: x, t_holder: y, batch_size_holder: len(x)})
                 squared, count = squared + float(loss) * y.size, count + y.size
-    return dict(losses=np.array(losses), val_loss=squared / count, seconds=time.perf_counter() - start)
+    return dict(losses=np.array(losses), losses_after_update=np.array(after_update), val_loss=squared / count,
+                seconds=time.perf_counter() - start)

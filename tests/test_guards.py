@@ -21,9 +21,11 @@ ADDING = ["--data.init_args.t=20", "--data.init_args.n_sequence=300"]
 
 
 def scalars(run: Path, tag: str) -> list[tuple[int, float]]:
+    """The scalars of ``tag`` in the order they were written (by wall time: event files are read in
+    name order, and two runs of one process in one second can sort ...pid.10 before ...pid.9)."""
     events = EventAccumulator(str(run))
     events.Reload()
-    return [(event.step, event.value) for event in events.Scalars(tag)]
+    return [(event.step, event.value) for event in sorted(events.Scalars(tag), key=lambda e: (e.wall_time, e.step))]
 
 
 def leaves(value, place=()):

@@ -412,3 +412,43 @@ def test_the_readme_table_is_the_record():
     readme = (compare.ROOT / "parity" / "README.md").read_text()
     begin = readme.index("-->\n", readme.index("<!-- record: begin")) + 4
     assert readme[begin : readme.index("\n<!-- record: end -->")] == record.table()
+
+
+def test_parity_compares_the_curve_the_original_recorded(tmp_path, capsys, monkeypatch):
+    """Both curves are compared: the loss before each update, and the original's after-update
+    curve as the run's own LossCurves records it. A LossCurves that records the loss before the
+    update under after_update (the wrong curve) FAILS, although the first curve agrees."""
+    from lstm_pl.callbacks import LossCurves
+
+    code = compare.main(["sine", "--tensorflow", "tf1", "--dtype", "float64", "--steps", "6", "--out", str(tmp_path / "a")])
+    assert code == 0, last_line(capsys)
+    report = json.loads((tmp_path / "a" / "sine" / "report.json").read_text())
+    assert report["after_update"]["steps"] == [1, 2, 3, 4, 5, 6] and report["after_update"]["max_rel_diff"] < 1e-12
+
+    def before_update(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.train.append((trainer.global_step, outputs["loss"].detach()))
+
+    monkeypatch.setattr(LossCurves, "on_train_batch_end", before_update)
+    code = compare.main(["sine", "--tensorflow", "tf1", "--dtype", "float64", "--steps", "6", "--out", str(tmp_path / "b")])
+    line = last_line(capsys)
+    assert code == 1 and "FAIL, rel diff over 1e-06 in the after-update curve, first at step 1" in line, line
+
+
+def test_initial_weights_are_checked_by_their_distribution():
+    """Within glorot's bound and with a spread inside the 10% the std check allows, a truncated
+    normal kernel (adding's LSTM: 102 x 400 values) is still not glorot_uniform: the KS test
+    against TensorFlow's own draws says so; TensorFlow's own draw passes."""
+    import keras
+
+    from parity import checks
+
+    shape, hidden = (102, 400), 100
+    limit = np.sqrt(6.0 / sum(shape))
+    normal = np.random.RandomState(0).standard_normal(10 * shape[0] * shape[1])
+    truncated = (normal[np.abs(normal) < 1.0][: shape[0] * shape[1]] * limit).reshape(shape)  # N(0, a) within ±a
+    assert np.abs(truncated).max() < limit and abs(truncated.std() / (limit / np.sqrt(3)) - 1) < 0.1
+    bias = np.concatenate([np.zeros(hidden), np.ones(hidden), np.zeros(2 * hidden)])
+    layer = lambda kernel: dict(kernel=kernel[:2], recurrent_kernel=kernel[2:], bias=bias, peephole=None)
+    assert "not distributed as glorot_uniform" in checks.check_recurrent(0, layer(truncated), "lstm")
+    tf_draw = np.asarray(keras.initializers.GlorotUniform(seed=123)(shape, dtype="float64"))
+    assert checks.check_recurrent(0, layer(tf_draw), "lstm") is None
