@@ -110,10 +110,17 @@ class CLI(LightningCLI):
             logger.init_args.version = int(run.name.removeprefix("version_"))
 
     def before_instantiate_classes(self) -> None:
-        """The run folder must be writable before training starts (not at the first checkpoint)."""
+        """The run folder stays inside ``save_dir`` (``name`` and ``version`` are one folder name
+        each) and must be writable before training starts (not at the first checkpoint)."""
         config = self.config.get(self.config.get("subcommand") or "", self.config)
         logger = config.trainer.get("logger")
-        save_dir = getattr(getattr(logger, "init_args", None), "save_dir", None)
+        init_args = getattr(logger, "init_args", None)
+        for key in ("name", "version"):
+            value = getattr(init_args, key, None)
+            if isinstance(value, str) and (value in (".", "..") or any(sep in value for sep in "/\\")):
+                raise ConfigError(f"trainer.logger.init_args.{key}: {value!r} must be one folder name inside "
+                                  f"save_dir (no '/', no '..'); put the path into trainer.logger.init_args.save_dir")
+        save_dir = getattr(init_args, "save_dir", None)
         if self.config.get("subcommand") == "fit" and save_dir is not None:
             try:
                 Path(save_dir).mkdir(parents=True, exist_ok=True)

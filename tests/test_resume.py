@@ -220,3 +220,14 @@ def test_a_full_disk_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         io.save_checkpoint({"step": 2, "weights": torch.zeros(1000)}, path)
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+@pytest.mark.parametrize("key, value", [("name", "../../outside"), ("name", "a/b"), ("name", ".."), ("version", "../x")])
+def test_the_run_folder_cannot_leave_save_dir(key, value, tmp_path, capsys):
+    """A logger name or version that is a path (issue 21: ``name: ../../../outside`` wrote there):
+    one line naming the key, exit 2, nothing written anywhere."""
+    save_dir = tmp_path / "deep" / "runs"
+    line = one_line(capsys, "fit", "--config", str(ROOT / "configs" / "sine.yaml"), "--trainer.max_steps=2",
+                    f"--trainer.logger.init_args.save_dir={save_dir}", f"--trainer.logger.init_args.{key}={value}")
+    assert line.startswith(f"lstm_pl: error: trainer.logger.init_args.{key}: ") and "one folder name" in line, line
+    assert not any(tmp_path.rglob("*.tfevents*")) and not any(tmp_path.rglob("*.ckpt"))
