@@ -30,11 +30,11 @@ def passed(checks: dict) -> bool:
     return all(result.startswith(OK) for result in checks.values())
 
 
-def reference(initializer: str, shape: tuple, **kwargs) -> np.ndarray:
+def reference(initializer: str, shape: tuple, seed: int = 0, **kwargs) -> np.ndarray:
     """A draw of TensorFlow's own initialiser (Keras' implementation of it) of ``shape``."""
     import keras
 
-    return np.asarray(getattr(keras.initializers, initializer)(seed=0, **kwargs)(shape, dtype="float64"))
+    return np.asarray(getattr(keras.initializers, initializer)(seed=seed, **kwargs)(shape, dtype="float64"))
 
 
 def spread_matches(values: np.ndarray, ref: np.ndarray, rel: float, min_size: int) -> bool:
@@ -56,13 +56,8 @@ def distribution_matches(values: np.ndarray, initializer: str, shape: tuple, **k
 
     if values.size < KS_MIN_SIZE:
         return True
-    import keras
-
-    draws, seed = [], 0
-    while sum(d.size for d in draws) < REFERENCE_DRAWS:
-        draws.append(np.asarray(getattr(keras.initializers, initializer)(seed=seed, **kwargs)(shape, dtype="float64")))
-        seed += 1
-    return ks_2samp(values.ravel(), np.concatenate([d.ravel() for d in draws])).pvalue >= KS_P_VALUE
+    draws = [reference(initializer, shape, seed, **kwargs).ravel() for seed in range(-(-REFERENCE_DRAWS // values.size))]
+    return ks_2samp(values.ravel(), np.concatenate(draws)).pvalue >= KS_P_VALUE
 
 
 def check_glorot(name: str, values: np.ndarray, shape: tuple) -> str | None:
