@@ -11,21 +11,13 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_resume import scalars  # TensorBoard scalars in the order written, as the resume tests read them
 
 from lstm_pl.cli import CLI, main, quiet_start
 from lstm_pl.tasks import RegressionTask
 
 ROOT = Path(__file__).resolve().parents[1]
 ADDING = ["--data.init_args.t=20", "--data.init_args.n_sequence=300"]
-
-
-def scalars(run: Path, tag: str) -> list[tuple[int, float]]:
-    """The scalars of ``tag`` in the order they were written (by wall time: event files are read in
-    name order, and two runs of one process in one second can sort ...pid.10 before ...pid.9)."""
-    events = EventAccumulator(str(run))
-    events.Reload()
-    return [(event.step, event.value) for event in sorted(events.Scalars(tag), key=lambda e: (e.wall_time, e.step))]
 
 
 def leaves(value, place=()):
