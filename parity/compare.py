@@ -78,6 +78,7 @@ def plot_overlay(report: dict, path: Path) -> None:
     pt, tf = np.array(report["pytorch"]["losses"]), np.array(report["tensorflow"]["losses"])
     steps = np.arange(1, len(pt) + 1)
     figure = Figure(figsize=(8, 6))
+    figure.subplots_adjust(left=0.12, right=0.97, top=0.94, bottom=0.09, hspace=0.08)  # tight_layout's, fixed: half the time
     top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw=dict(height_ratios=[3, 2]))
     top.plot(steps, pt, lw=1.6, color="tab:orange", label=f"PyTorch (val {report['pytorch']['val_loss']:.6g})")
     top.plot(steps, tf, lw=1.0, ls="--", color="tab:blue", label=f"TensorFlow (val {report['tensorflow']['val_loss']:.6g})")
@@ -90,7 +91,6 @@ def plot_overlay(report: dict, path: Path) -> None:
     bottom.axhline(report["tolerance"], color="tab:red", ls=":", lw=1, label=f"tolerance {report['tolerance']:g}")
     bottom.set(yscale="log", xlabel="step", ylabel="difference")
     bottom.legend(fontsize=8, loc="upper left")
-    figure.tight_layout()
     with atomic_write(path) as partial:
         figure.savefig(partial, format="png", dpi=110)
 

@@ -10,10 +10,10 @@
   differ between CPUs (oneDNN and ATen pick kernels by instruction set); float64 results agree far
   below ``RTOL``, while a 1e-6 relative change of a config value moves them far above it.
 
-The pins record where they were made, and a failure prints that environment beside this one.
+The pins record where they were made, and a failure prints that environment beside the run's.
 Regenerate them only for an intended change of behaviour: ``python tests/test_reproducible.py record``.
-CI runs this file a second time with ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` (another
-CPU's kernels on the same machine).
+Every test runs twice: on this CPU's default kernels and on the AVX2 ones (``ATEN_CPU_CAPABILITY=avx2
+ONEDNN_MAX_CPU_ISA=AVX2`` in the training processes), another CPU's kernels on the same machine.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ PINNED = Path(__file__).with_name("pinned") / "trajectories.json"
 # (measured: 0 between this machine's AVX-512 and AVX2 kernels); a 1e-6 relative change of any
 # config value moves a pinned statistic by 1e-9 or more (the closing note of issue 19 lists them).
 RTOL = 1e-10
+# The kernel sets every test runs on: this CPU's own, and AVX2's (an AVX-512 machine's other kind).
+KERNELS = {"default": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
 
 # Each case: a shipped config, shortened to seconds by overrides that exist before and after
 # refactors (a step budget, smaller sizes), so that the pinned values keep meaning the same run.
@@ -65,7 +67,7 @@ def environment() -> dict:
     import numpy
     import pytorch_lightning
 
-    return {"torch": torch.__version__, "pytorch_lightning": pytorch_lightning.__version__, "numpy": numpy.__version__,
+    return {"torch": str(torch.__version__), "pytorch_lightning": pytorch_lightning.__version__, "numpy": numpy.__version__,
             "python": platform.python_version(), "machine": platform.machine(), "cpu": cpu,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
             **{key: os.environ.get(key) for key in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "LSTM_PL_FUSED")}}
@@ -116,12 +118,14 @@ def train(case: str, folder: Path, corpus: Path, float64: bool, extra: list[str]
 PLANTED = ("sine", ["--optimizer.init_args.lr=0.001000001"])
 
 
-def run_in_fresh_process(out: Path, corpus: Path, runs: dict[str, tuple[str, bool, list[str]]]) -> dict[str, dict]:
+def run_in_fresh_process(out: Path, corpus: Path, runs: dict[str, tuple[str, bool, list[str]]],
+                         kernels: str = "default") -> dict[str, dict]:
     """``train`` each of ``runs`` (name: case, float64, extra overrides) in one new Python process
-    (one thread), as a user's run would be; the float64 runs with the hand-written cells eager."""
+    (one thread, on ``KERNELS[kernels]``), as a user's run would be; the float64 runs with the
+    hand-written cells eager. Each record carries the process's ``environment``."""
     command = [sys.executable, __file__, "train", str(out), str(corpus), json.dumps(runs)]
-    done = subprocess.run(command, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(command, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", **KERNELS[kernels]},
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return {name: torch.load(out / f"{name}.pt", weights_only=True) for name in runs}
 
@@ -172,16 +176,19 @@ def differences(got: dict, expected: dict) -> list[str]:
     return found
 
 
-@pytest.fixture(scope="module")
-def runs(corpus, tmp_path_factory) -> tuple[dict, dict]:
-    """Every case in float32 and float64, in two fresh processes at once."""
+@pytest.fixture(scope="module", params=sorted(KERNELS))
+def runs(request, corpus, tmp_path_factory) -> tuple[dict, dict]:
+    """Every case in float32 and float64, in two fresh processes at once, on one kernel set."""
     from concurrent.futures import ThreadPoolExecutor
 
-    folder = tmp_path_factory.mktemp("reproducible")
+    folder = tmp_path_factory.mktemp(f"reproducible-{request.param}")
     with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(run_in_fresh_process, folder / "first", corpus, every_case(planted=True))
-        second = pool.submit(run_in_fresh_process, folder / "second", corpus, every_case())
-        return first.result(), second.result()
+        first = pool.submit(run_in_fresh_process, folder / "first", corpus, every_case(planted=True), request.param)
+        second = pool.submit(run_in_fresh_process, folder / "second", corpus, every_case(), request.param)
+        first, second = first.result(), second.result()
+    if KERNELS[request.param]:  # the processes ran on the kernels asked for
+        assert {run["environment"]["cpu_capability"] for run in first.values()} == {"AVX2"}
+    return first, second
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -199,10 +206,10 @@ def test_same_machine_bit_for_bit(runs, dtype):
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_float64_behaviour_is_pinned(runs, case):
-    pinned = json.loads(PINNED.read_text())
-    found = differences(summary(runs[0][f"{case}/float64"]), pinned["cases"][case])
+    pinned, run = json.loads(PINNED.read_text()), runs[0][f"{case}/float64"]
+    found = differences(summary(run), pinned["cases"][case])
     assert not found, (f"{case} is not the pinned run (rtol {RTOL}):\n  " + "\n  ".join(found[:12]) +
-                       f"\npinned on: {json.dumps(pinned['environment'])}\nrun on:    {json.dumps(environment())}")
+                       f"\npinned on: {json.dumps(pinned['environment'])}\nrun on:    {json.dumps(run['environment'])}")
 
 
 def test_the_pins_catch_a_small_change(runs):
@@ -224,7 +231,8 @@ def main(argv: list[str]) -> None:
             os.environ["LSTM_PL_FUSED"] = "0" if float64 else kernels
             fused.kernels.cache_clear()
             (out / name).parent.mkdir(parents=True, exist_ok=True)
-            torch.save(train(case, out / name, corpus, float64, extra), out / f"{name}.pt")
+            torch.save({**train(case, out / name, corpus, float64, extra), "environment": environment()},
+                       out / f"{name}.pt")
     elif argv == ["record"]:
         sys.path.insert(0, str(Path(__file__).parent))
         from conftest import write_corpus
@@ -232,8 +240,7 @@ def main(argv: list[str]) -> None:
         with tempfile.TemporaryDirectory() as folder:
             corpus = write_corpus(Path(folder) / "play.txt")
             runs = run_in_fresh_process(Path(folder) / "runs", corpus, {case: (case, True, []) for case in sorted(CASES)})
-        os.environ["LSTM_PL_FUSED"] = "0"  # as the runs had it
-        pinned = {"environment": environment(), "rtol": RTOL, "cases": {case: summary(runs[case]) for case in sorted(runs)}}
+        pinned = {"environment": runs[min(runs)]["environment"], "rtol": RTOL, "cases": {case: summary(runs[case]) for case in sorted(runs)}}
         PINNED.write_text(json.dumps(pinned, indent=1) + "\n")
         print(f"wrote {PINNED}", file=sys.stderr)
     else:
