@@ -33,7 +33,39 @@ class Checkpoints(ModelCheckpoint):
     every ``every_n_train_steps`` steps if set, at the end of training and when the run is
     interrupted (SIGTERM, SIGINT, a stop on a non-finite loss), not only when ``monitor``
     improves (Lightning's own rule: it rewrites ``last`` only in a step that saved a top-k
-    checkpoint). The best-by-``monitor`` checkpoints are as Lightning keeps them."""
+    checkpoint). The best-by-``monitor`` checkpoints are as Lightning keeps them.
+
+    A resumed run also takes the epoch-end scheduler step of the epoch it resumed in, which
+    Lightning skips in a restarted epoch (it has no metrics for a plateau scheduler): with the
+    validation metrics of the resumed part, or those the checkpoint saved where it was taken
+    after its epoch's last validation."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.saved_metrics: dict[str, float] = {}
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> dict | None:
+        checkpoint["callback_metrics"] = {name: float(value) for name, value in trainer.callback_metrics.items()
+                                          if isinstance(value, (int, float)) or value.numel() == 1}
+        return super().on_save_checkpoint(trainer, pl_module, checkpoint)
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        self.saved_metrics = checkpoint.get("callback_metrics", {})
+        super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        # A run stopped inside an epoch (max_steps) is saved here, while its loops still count
+        # that epoch as unfinished, so that a resumed run goes on inside it (at on_train_end the
+        # epoch is already recorded as complete, and a resumed run would start the next one).
+        super().on_train_epoch_end(trainer, pl_module)
+        self._save_last_now(trainer)
+        # Lightning's FitLoop.on_advance_end steps the epoch schedulers only if "not restarting";
+        # this is its complement, before that check, in the same hook sequence.
+        loop = trainer.fit_loop
+        if loop.restarting and loop.epoch_loop._num_ready_batches_reached():
+            for name, value in self.saved_metrics.items():
+                trainer.callback_metrics.setdefault(name, torch.tensor(value))
+            loop.epoch_loop.update_lr_schedulers("epoch", update_plateau_schedulers=True)
 
     def _save_last_now(self, trainer: pl.Trainer) -> None:
         """Write ``last.ckpt`` for this step, unless it is saved already or the weights are not
@@ -52,13 +84,6 @@ class Checkpoints(ModelCheckpoint):
         super().on_validation_end(trainer, pl_module)
         self._save_last_now(trainer)
 
-    def on_train_epoch_end(self, trainer, pl_module):
-        # A run stopped inside an epoch (max_steps) is saved here, while its loops still count
-        # that epoch as unfinished, so that a resumed run goes on inside it (at on_train_end the
-        # epoch is already recorded as complete, and a resumed run would start the next one).
-        super().on_train_epoch_end(trainer, pl_module)
-        self._save_last_now(trainer)
-
     def on_train_end(self, trainer, pl_module):
         super().on_train_end(trainer, pl_module)
         self._save_last_now(trainer)
@@ -66,6 +91,23 @@ class Checkpoints(ModelCheckpoint):
     def on_exception(self, trainer, pl_module, exception):
         if trainer.state.fn == "fit":
             self._save_last_now(trainer)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """A run folder moved or copied since its checkpoint was saved still resumes as itself:
+        the saved paths are taken relative to the folder they were saved in (Lightning would drop
+        them, and write ``last-v1.ckpt`` beside the ``last.ckpt`` it resumed from)."""
+        saved = state_dict.get("dirpath")
+        if saved and self.dirpath and saved != self.dirpath:
+            moved = lambda path: str(Path(self.dirpath) / Path(path).relative_to(saved)) if path else path
+            try:
+                state_dict = {**state_dict, "dirpath": self.dirpath,
+                              **{key: moved(state_dict.get(key)) for key in ("best_model_path", "kth_best_model_path",
+                                                                             "last_model_path")},
+                              "best_k_models": {moved(path): score for path, score in
+                                                state_dict.get("best_k_models", {}).items()}}
+            except ValueError:  # saved outside its own dirpath: leave it to Lightning
+                pass
+        super().load_state_dict(state_dict)
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -90,12 +132,47 @@ def importable(class_path: str) -> type | None:
         return None
 
 
-def check_checkpoint_fits(path: str | Path, model_class_path: str) -> None:
-    """A checkpoint of another task (a class neither this config's model nor related to it) cannot
-    be resumed or tested with this config: say so in one line."""
-    saved = read_checkpoint(path).get("hyper_parameters", {}).get("_class_path")
-    if saved is None or saved == model_class_path:
+# Model settings the data decides (linked by the CLI when the classes are made): a checkpoint of
+# other data differs in its data class, and a language model's vocabulary is checked on loading.
+LINKED = {"net.input_size", "net.vocab_size", "net.output_size"}
+
+
+def flat(settings: dict, prefix: str = "") -> dict:
+    """``{"net": {"hidden_size": 50}}`` as ``{"net.hidden_size": 50}``."""
+    items = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            items.update(flat(value, f"{prefix}{key}."))
+        else:
+            items[f"{prefix}{key}"] = value
+    return items
+
+
+def check_checkpoint_fits(path: str | Path, config, resuming: bool) -> None:
+    """A checkpoint fits only the task it was trained for: another model or data class is one line.
+    A resumed fit (``resuming``) must also have the network it was trained with: another value of
+    any model setting (``model.init_args.*``) is one line naming each difference, before anything
+    is written (Lightning would silently take the checkpoint's settings over the config's; for
+    test, validate and predict it does so on purpose: a checkpoint is evaluated as it was trained)."""
+    checkpoint = read_checkpoint(path)
+    hparams = dict(checkpoint.get("hyper_parameters", {}))
+    saved = hparams.pop("_class_path", None)
+    ours_path = config.model.class_path
+    if saved is not None and saved != ours_path:
+        ours, theirs = importable(ours_path), importable(saved)
+        if ours is None or theirs is None or not (issubclass(ours, theirs) or issubclass(theirs, ours)):
+            raise ConfigError(f"ckpt_path: {path} is a {saved} checkpoint; this config's model is {ours_path}")
+    data_class = config.data.class_path.rpartition(".")[2]
+    saved_data = [key for key in checkpoint if key.endswith("DataModule")]
+    if saved_data and data_class not in saved_data:
+        raise ConfigError(f"ckpt_path: {path} was trained on {saved_data[0]}; this config's data is {data_class}")
+    if not resuming:
         return
-    ours, theirs = importable(model_class_path), importable(saved)
-    if ours is None or theirs is None or not (issubclass(ours, theirs) or issubclass(theirs, ours)):
-        raise ConfigError(f"ckpt_path: {path} is a {saved} checkpoint; this config's model is {model_class_path}")
+    init_args = config.model.get("init_args")
+    ours = flat(init_args.as_dict() if hasattr(init_args, "as_dict") else dict(init_args or {}))
+    differing = [f"model.init_args.{key} is {ours[key]!r} here, {value!r} in the checkpoint"
+                 for key, value in sorted(flat({k: v for k, v in hparams.items() if not k.startswith("_")}).items())
+                 if key in ours and key not in LINKED and ours[key] != value]
+    if differing:
+        raise ConfigError(f"ckpt_path: {path} was trained with other model settings: {'; '.join(differing)}; "
+                          f"resume with the settings it was trained with (its run folder's config.yaml)")

@@ -100,7 +100,7 @@ class CLI(LightningCLI):
         ckpt_path = config.get("ckpt_path")
         if ckpt_path in (None, "last", "best", "hpc", "registry"):
             return
-        check_checkpoint_fits(ckpt_path, config.model.class_path)
+        check_checkpoint_fits(ckpt_path, config, resuming=self.config.get("subcommand") == "fit")
         run = Path(ckpt_path).resolve().parent.parent
         logger = config.trainer.get("logger")
         is_run_folder = Path(ckpt_path).resolve().parent.name == "checkpoints" and run.name.startswith("version_")

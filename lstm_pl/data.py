@@ -105,6 +105,37 @@ class OriginalStream(Sampler[int]):
             yield from rng.choice(self.n, size=self.batch).tolist()
 
 
+class Shuffled(RandomSampler):
+    """Ordinary epochs, each a shuffled pass: ``RandomSampler`` and its exact order (one
+    ``torch.randperm`` of ``generator`` per pass; another, unused, when a pass runs to its end),
+    made resumable. ``resume`` (from ``state``) restarts where a checkpoint was taken: mid-pass, the
+    generator as that pass began and its first ``in_pass`` indices dropped; at a pass's end, the
+    generator as it was then."""
+
+    def __init__(self, data: TensorDataset, generator: torch.Generator):
+        super().__init__(data, generator=generator)
+        self.pass_start = generator.get_state()
+        self.restart: tuple[torch.Tensor, int] | None = None
+
+    def state(self, in_pass: int, pass_done: bool) -> dict:
+        """What a checkpoint taken after ``in_pass`` indices of this pass needs to resume it."""
+        return {"generator": self.generator.get_state() if pass_done else self.pass_start,
+                "skip": 0 if pass_done else in_pass}
+
+    def resume(self, state: dict) -> None:
+        self.restart = (state["generator"], state["skip"])
+
+    def __iter__(self) -> Iterator[int]:
+        skip = 0
+        if self.restart is not None:
+            (generator_state, skip), self.restart = self.restart, None
+            self.generator.set_state(generator_state)
+        self.pass_start = self.generator.get_state()
+        for position, index in enumerate(super().__iter__()):
+            if position >= skip:
+                yield index
+
+
 class RankShard(Sampler[int]):
     """This process's share of every global batch under DDP: ``stream`` yields global batches of
     ``batch`` indices one after the other; rank r of w takes positions r·batch/w .. (r+1)·batch/w
@@ -121,6 +152,13 @@ class RankShard(Sampler[int]):
             if len(chunk) == self.batch:
                 yield from chunk[self.rank * local : (self.rank + 1) * local]
                 chunk = []
+
+
+def loader(dataset, **settings) -> DataLoader:
+    """A ``DataLoader`` that seeds each iterator from a generator of its own, not from torch's
+    global one: starting an epoch or a validation then leaves the global stream (dropout's masks)
+    where it was, so that a resumed run sees the stream the uninterrupted one saw."""
+    return DataLoader(dataset, generator=torch.Generator().manual_seed(0), **settings)
 
 
 def processes(module: pl.LightningDataModule) -> tuple[int, int]:
@@ -184,8 +222,8 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
     ``configs/base.yaml``), so the processes together see the one-process batches.
 
     Resuming: every checkpoint records how many training batches were drawn, and the streams skip
-    as many when they start again, so a resumed run sees the batches an uninterrupted one would
-    (``epochs`` restarts its shuffled pass instead: not resumable bit for bit).
+    as many when they start again (``epochs``: the shuffle's generator and the position in its
+    pass, ``Shuffled``), so a resumed run sees the batches an uninterrupted one would.
     """
 
     input_size: int  # features per time step: the model's input_size (linked by the CLI)
@@ -197,15 +235,23 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
         self.val_size, self.split_seed, self.sampling_seed = val_size, split_seed, sampling_seed
         self.num_workers = num_workers
         self.x: np.ndarray | None = None
-        self.batches_to_skip = 0
+        self.batches_to_skip, self.shuffle_to_resume = 0, None
+        self.shuffle: Shuffled | None = None
 
     def state_dict(self) -> dict:
-        """Saved in every checkpoint: the training batches drawn so far (micro-batches: ``batches_drawn``)."""
+        """Saved in every checkpoint: the training batches drawn so far (micro-batches: ``batches_drawn``),
+        and with ``sampling: epochs`` where the shuffle stands (``Shuffled.state``)."""
         trainer = self.trainer
-        return {"batches_drawn": batches_drawn(trainer)} if trainer is not None else {}
+        if trainer is None:
+            return {}
+        state = {"batches_drawn": batches_drawn(trainer)}
+        if self.shuffle is not None:
+            in_pass = batches_drawn(trainer, in_epoch=True)
+            state["shuffle"] = self.shuffle.state(in_pass * self.batch_size, in_pass >= trainer.num_training_batches)
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.batches_to_skip = state.get("batches_drawn", 0)
+        self.batches_to_skip, self.shuffle_to_resume = state.get("batches_drawn", 0), state.get("shuffle")
 
     @abc.abstractmethod
     def load(self) -> Arrays:
@@ -239,23 +285,26 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
             state, drawn_before = self.original_stream()
             sampler = OriginalStream(len(self.train_set), self.batch_size, state, drawn_before + skip)
         else:
-            sampler = RandomSampler(self.train_set, generator=generator)
+            sampler = self.shuffle = Shuffled(self.train_set, generator)
+            if self.shuffle_to_resume is not None:
+                sampler.resume(self.shuffle_to_resume)
+                self.shuffle_to_resume = None
         rank, world = processes(self)
         local = share(self.batch_size, world)
         if world > 1:
             sampler = RankShard(sampler, self.batch_size, rank, world)
-        return DataLoader(self.train_set, batch_size=local, sampler=sampler, num_workers=self.num_workers)
+        return loader(self.train_set, batch_size=local, sampler=sampler, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=max(self.batch_size, 256), num_workers=self.num_workers)
+        return loader(self.val_set, batch_size=max(self.batch_size, 256), num_workers=self.num_workers)
 
     def test_dataloader(self) -> DataLoader:
         """The held-out test set where there is one, else (the original had no third split) the
         validation set."""
-        return DataLoader(self.test_set, batch_size=max(self.batch_size, 256), num_workers=self.num_workers)
+        return loader(self.test_set, batch_size=max(self.batch_size, 256), num_workers=self.num_workers)
 
     def predict_dataloader(self) -> DataLoader:
-        return DataLoader(TensorDataset(torch.tensor(self.x[self.val_idx], dtype=torch.float32)),
+        return loader(TensorDataset(torch.tensor(self.x[self.val_idx], dtype=torch.float32)),
                           batch_size=max(self.batch_size, 256))
 
 

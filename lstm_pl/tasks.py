@@ -172,8 +172,7 @@ class LanguageModelTask(pl.LightningModule):
             raise ConfigError(f"ckpt_path: the checkpoint's vocabulary has {saved} words, these data settings build "
                               f"{ours}; use the data settings it was trained with")
         self.states["train"] = checkpoint.get("carried_state")
-        # Set when the first resumed batch starts, not now: making the resumed fit's loaders draws
-        # from the generator, which the uninterrupted run did before the checkpoint.
+        # Set when the first resumed batch starts, not now: nothing until then may draw from it.
         self.rng_state_to_restore = checkpoint.get("torch_rng_state")
 
     def on_train_batch_start(self, batch, batch_idx) -> None:

@@ -32,7 +32,7 @@ from jsonargparse.typing import PositiveInt
 from tokenizers.trainers import WordLevelTrainer
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .data import batches_drawn, processes, share
+from .data import batches_drawn, loader, processes, share
 from .errors import ConfigError
 from .files import atomic_write, download, sha256_of
 
@@ -375,13 +375,13 @@ class TextDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         windows = self.windows("train")
         skip, self.windows_to_skip = self.windows_to_skip, 0
-        return DataLoader(windows, batch_size=None, sampler=InOrder(len(windows), skip))
+        return loader(windows, batch_size=None, sampler=InOrder(len(windows), skip))
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.windows("val"), batch_size=None, shuffle=False)
+        return loader(self.windows("val"), batch_size=None)
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.windows("test"), batch_size=None, shuffle=False)
+        return loader(self.windows("test"), batch_size=None)
 
     def save_tokenizer(self, folder: str | Path) -> Path:
         """Write the tokenizer as ``folder/tokenizer.json`` (atomically)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,10 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = {
     "sine": [],
     "adding": ["--data.init_args.t=20", "--data.init_args.n_sequence=300"],
+    "digits": ["--model.init_args.net.hidden_size=16", "--trainer.log_every_n_steps=1"],  # 81 batches an epoch
     "shakespeare": ["--trainer.limit_train_batches=6", "--trainer.limit_val_batches=2", "--data.init_args.seq_len=10",
                     "--model.init_args.net.hidden_size=16", "--model.init_args.net.embedding_size=16",
                     "--trainer.max_epochs=-1", "--trainer.log_every_n_steps=1"],
 }
+SMALL["shakespeare_best"] = SMALL["shakespeare_multi"] = SMALL["shakespeare"]
 
 
 def fit(task: str, save_dir: Path, *overrides: str) -> None:
@@ -48,29 +51,93 @@ def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     return torch.load(checkpoint, weights_only=True)["state_dict"]
 
 
-@pytest.mark.parametrize("task, stop, total", [("sine", 13, 30), ("adding", 10, 30), ("shakespeare", 9, 16)])
-def test_a_resumed_run_is_the_uninterrupted_run(task, stop, total, tmp_path, request):
-    """Stopped at ``stop`` (mid-epoch for the language model: 6 windows an epoch) and resumed from
-    last.ckpt: the same losses at every step and the same final weights, bit for bit, in the same
-    run folder and TensorBoard run, with no step logged twice."""
-    text = request.getfixturevalue("corpus_args") if task == "shakespeare" else []
-    fit(task, tmp_path / "whole", f"--trainer.max_steps={total}", *text)
-    fit(task, tmp_path / "parts", f"--trainer.max_steps={stop}", *text)
-    run = tmp_path / "parts" / task / "version_0"
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == stop
-    fit(task, tmp_path / "parts", f"--trainer.max_steps={total}", f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}", *text)
-    assert not (tmp_path / "parts" / task / "version_1").exists()  # the same run goes on
-    whole = tmp_path / "whole" / task / "version_0"
-    tag = "train/loss_step" if task == "shakespeare" else "train/loss"
-    resumed = scalars(run, tag)
+# Each shipped config's family, shortened: (config, its overrides, total steps, where a max_steps run
+# stops, where SIGTERM arrives, the step of a checkpoint after which the process is killed).
+# Mid-epoch wherever the data has epochs: the language model's 6 windows, the digits' shuffled
+# passes of 18 batches (val_size 0.8 keeps 287 training images; a pass runs to its end).
+FAMILIES = {
+    "sine": ("sine", [], 30, 13, 17, 20),
+    "adding": ("adding", [*SMALL["adding"], "--trainer.val_check_interval=10"], 30, 13, 17, 20),
+    "adding_solve": ("adding_solve", [*SMALL["adding"], "--trainer.val_check_interval=10", "--trainer.log_every_n_steps=1"],
+                     30, 13, 17, 20),
+    "digits": ("digits", [*SMALL["digits"], "--data.init_args.val_size=0.8"], 45, 18, 30, 36),
+    "shakespeare_best": ("shakespeare_best", SMALL["shakespeare"], 16, 9, 8, 12),
+    "shakespeare_multi": ("shakespeare_multi", SMALL["shakespeare"], 16, 9, 8, 12),
+}
+
+
+def run_state(run: Path) -> tuple[dict, list, list, list]:
+    """A finished run's final weights, its LossCurves record (every step's after-update loss), its
+    optimizer's settings and its schedulers' states."""
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    curves = next(state for name, state in last["callbacks"].items() if name.startswith("LossCurves"))
+    return (last["state_dict"], curves["train"], [state["param_groups"] for state in last["optimizer_states"]],
+            last["lr_schedulers"])
+
+
+def assert_same_run(run: Path, whole: Path, total: int) -> None:
+    (final, curve, groups, schedulers), (expected, expected_curve, expected_groups, expected_schedulers) = (
+        run_state(run), run_state(whole))
+    assert final.keys() == expected.keys() and all(torch.equal(final[k], expected[k]) for k in final)
+    assert [step for step, _ in curve] == list(range(1, total + 1))  # the figure covers the whole run
+    assert curve == expected_curve
+    assert groups == expected_groups and schedulers == expected_schedulers
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_resumed_run_is_the_uninterrupted_run(family, tmp_path, request, monkeypatch):
+    """Each family stopped three ways and resumed from the checkpoint it left: a ``max_steps`` run
+    continued, SIGTERM mid-run (the checkpoint saved at the interruption) and a kill right after a
+    checkpoint (the run folder as that instant left it). Every time the same after-update loss at
+    every step and the same final weights, bit for bit; in the same run folder and TensorBoard run,
+    with no step logged twice, where the process could save at the end."""
+    import pytorch_lightning as pl
+
+    from lstm_pl.checkpoints import Checkpoints
+
+    config, extra, total, stop, term, kill = FAMILIES[family]
+    extra = [*extra, *(request.getfixturevalue("corpus_args") if config.startswith("shakespeare") else [])]
+    task = lambda name, *more: main(["fit", "--config", str(ROOT / "configs" / f"{config}.yaml"),
+                                     f"--trainer.logger.init_args.save_dir={tmp_path / name}", *extra, *more])
+    folder = lambda name: tmp_path / name / config / "version_0"
+    resume = lambda name: task(name, f"--trainer.max_steps={total}", f"--ckpt_path={folder(name) / 'checkpoints' / 'last.ckpt'}")
+
+    save_last = Checkpoints._save_last_now
+
+    def save_and_snapshot(self, trainer):  # what a SIGKILL right after this checkpoint leaves on disk
+        save_last(self, trainer)
+        if trainer.global_step == kill and not (tmp_path / "killed").exists():
+            shutil.copytree(tmp_path / "whole", tmp_path / "killed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Checkpoints, "_save_last_now", save_and_snapshot)
+        task("whole", f"--trainer.max_steps={total}")
+    whole = folder("whole")
+    assert torch.load(folder("killed") / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == kill
+
+    task("parts", f"--trainer.max_steps={stop}")
+    assert torch.load(folder("parts") / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == stop
+    resume("parts")
+    assert not (tmp_path / "parts" / config / "version_1").exists()  # the same run goes on
+    tag = "train/loss_step" if config.startswith("shakespeare") else "train/loss"
+    resumed = scalars(folder("parts"), tag)
     assert [step for step, _ in resumed] == list(range(total)) == [step for step, _ in scalars(whole, tag)]
     assert resumed == scalars(whole, tag)
-    final, expected = weights(run / "checkpoints" / "last.ckpt"), weights(whole / "checkpoints" / "last.ckpt")
-    assert final.keys() == expected.keys() and all(torch.equal(final[k], expected[k]) for k in final)
-    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert last["global_step"] == total
-    curves = next(state for name, state in last["callbacks"].items() if name.startswith("LossCurves"))
-    assert [step for step, _ in curves["train"]] == list(range(1, total + 1))  # the figure covers the whole run
+    assert_same_run(folder("parts"), whole, total)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pl.LightningModule, "on_train_batch_end", lambda module, outputs, batch, batch_idx: (
+            module.trainer.global_step == term and os.kill(os.getpid(), signal.SIGTERM)))
+        with pytest.raises(SystemExit) as interrupted:
+            task("terminated", f"--trainer.max_steps={total}")
+    assert interrupted.value.code == 143
+    assert torch.load(folder("terminated") / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == term
+    resume("terminated")
+    assert scalars(folder("terminated"), tag) == scalars(whole, tag)
+    assert_same_run(folder("terminated"), whole, total)
+
+    resume("killed")
+    assert_same_run(folder("killed"), whole, total)
 
 
 def test_last_checkpoint_is_the_last_step(tmp_path):
@@ -158,6 +225,27 @@ def test_bad_checkpoints_are_one_line(sine_checkpoint, tmp_path, capsys, corpus_
     line = one_line(capsys, "test", "--config", str(ROOT / "configs" / "shakespeare.yaml"),
                     f"--ckpt_path={sine_checkpoint}", *corpus_args)
     assert "is a lstm_pl.RegressionTask checkpoint" in line and "LanguageModelTask" in line
+
+
+def folder_state(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.parametrize("config, overrides, named", [
+    ("sine", ["--model.init_args.net.hidden_size=20"], "model.init_args.net.hidden_size is 20 here, 50 in the checkpoint"),
+    ("sine", ["--model.init_args.net.cell=rnn", "--model.init_args.net.num_layers=2"],
+     "model.init_args.net.cell is 'rnn' here, 'lstm' in the checkpoint; model.init_args.net.num_layers is 2 here"),
+    ("adding", [], "was trained on SineDataModule; this config's data is AddingDataModule"),
+])
+def test_a_checkpoint_resumes_only_the_run_it_was_trained_as(config, overrides, named, sine_checkpoint, capsys):
+    """Another network or another task: one line naming each difference, and the checkpoint's run
+    folder left exactly as it was (no config.yaml rewritten, no figure or event file added)."""
+    run = sine_checkpoint.parent.parent
+    before = folder_state(run)
+    line = one_line(capsys, "fit", "--config", str(ROOT / "configs" / f"{config}.yaml"), *overrides,
+                    f"--ckpt_path={sine_checkpoint}")
+    assert line.startswith(f"lstm_pl: error: ckpt_path: {sine_checkpoint}") and named in line, line
+    assert folder_state(run) == before
 
 
 def test_unreadable_text_and_unwritable_folder_are_one_line(tmp_path, capsys):
