@@ -14,7 +14,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from .callbacks import weights_finite
 from .errors import ConfigError
-from .files import atomic_write
+from .files import atomic_write, remove_stale_partials
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -43,6 +43,13 @@ class Checkpoints(ModelCheckpoint):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.saved_metrics: dict[str, float] = {}
+
+    def setup(self, trainer, pl_module, stage):
+        """Also clear what interrupted writes left in the run folder (``files.remove_stale_partials``)."""
+        super().setup(trainer, pl_module, stage)
+        if trainer.is_global_zero and self.dirpath:
+            for folder in (Path(self.dirpath), Path(self.dirpath).parent):
+                remove_stale_partials(folder)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> dict | None:
         checkpoint["callback_metrics"] = {name: float(value) for name, value in trainer.callback_metrics.items()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 import urllib.request
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     previous complete file or the new complete one, never a partial one, whatever interrupts the write."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".partial")
     os.close(handle)
     partial = Path(name)
     try:
@@ -29,6 +30,49 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_partials(folder: Path) -> list[Path]:
+    """Remove what interrupted writers left in ``folder``: ``atomic_write``'s ``.NAME.PID.*.partial``
+    files and ``NAME.partial-PID`` folders of processes that no longer run (a SIGKILL, a crash).
+    Returns what was removed."""
+    removed = []
+    for path in list(folder.glob(".*.partial")) + list(folder.glob("*.partial-*")) if folder.is_dir() else []:
+        pid = path.name.rsplit("-", 1)[1] if ".partial-" in path.name else path.name.rsplit(".", 3)[-3]
+        if not pid.isdigit() or int(pid) == os.getpid() or alive(int(pid)):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def fingerprint(path: Path, whole_up_to: int = 1 << 28, blocks: int = 64) -> str:
+    """A SHA-256 that stands for the file's content: of all of it up to ``whole_up_to`` bytes
+    (256 MB: a fraction of a second), beyond that of its size and ``blocks`` evenly spaced 1 MB
+    blocks (what changes a large file anywhere but in a few bytes changes them)."""
+    size = path.stat().st_size
+    if size <= whole_up_to:
+        return sha256_of(path)
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as file:
+        for k in range(blocks):
+            file.seek(k * (size - (1 << 20)) // (blocks - 1))
+            digest.update(file.read(1 << 20))
+    return digest.hexdigest()
 
 
 def sha256_of(path: Path) -> str:

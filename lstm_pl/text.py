@@ -14,6 +14,7 @@ time; the targets are the inputs shifted by one token. Row ``b`` of window ``k +
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -29,18 +30,22 @@ import torch
 from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordLevel
 from jsonargparse.typing import PositiveInt
+from pytorch_lightning.utilities import rank_zero_warn
 from tokenizers.trainers import WordLevelTrainer
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .data import batches_drawn, loader, processes, share
 from .errors import ConfigError
-from .files import atomic_write, download, sha256_of
+from .files import atomic_write, download, fingerprint, remove_stale_partials, sha256_of
 
 UNKNOWN = "<unk>"
 # The recipe's punctuation: string.punctuation except the hyphen and the apostrophe, which stay
 # inside words (e.g. "o'er", "well-beloved").
 PUNCTUATION = "[" + re.escape("".join(c for c in string.punctuation if c not in "-'")) + "]"
 TOKENIZER_FILE = "tokenizer.json"
+# The prepared cache's layout: a folder of another format (or none recorded) is prepared again.
+CACHE_FORMAT = 2
+CACHE_FILES = ("ids.bin", TOKENIZER_FILE)
 
 
 def word_tokenizer(keep_punctuation: bool = False, lowercase: bool = True) -> Tokenizer:
@@ -174,19 +179,24 @@ def prepare_corpus(source: Path, tokenizer: Tokenizer, min_count: int, val_fract
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        ids = np.memmap(partial / "ids.bin", dtype=dtype, mode="w+", shape=(max(n, 1),))
+        # Plain writes, not a writable memmap: a full disk is then an OSError (ENOSPC), not a SIGBUS.
         written = 0
-        for _, chunk in text_chunks(source, chunk_size):
-            for encoding in tokenizer.encode_batch(pieces(chunk)):
-                ids[written : written + len(encoding.ids)] = encoding.ids
-                written += len(encoding.ids)
-        ids.flush()
-        del ids
+        with open(partial / "ids.bin", "wb") as file:
+            for _, chunk in text_chunks(source, chunk_size):
+                encodings = tokenizer.encode_batch(pieces(chunk))
+                ids = np.fromiter((i for e in encodings for i in e.ids), dtype=dtype)
+                ids.tofile(file)
+                written += len(ids)
+            if n == 0:
+                np.zeros(1, dtype=dtype).tofile(file)
         if written != n:
             raise RuntimeError(f"prepare_corpus: counted {n} words in {source} but encoded {written}")
         tokenizer.save(str(partial / TOKENIZER_FILE))
-        (partial / "meta.json").write_text(json.dumps(dict(words=n, dtype=np.dtype(dtype).name, train_end=train_end,
-                                                           val_end=val_end, source=str(source), **(about or {}))))
+        meta = dict(format=CACHE_FORMAT, words=n, dtype=np.dtype(dtype).name, train_end=train_end, val_end=val_end,
+                    source=str(source), **(about or {}),
+                    files={name: dict(size=(partial / name).stat().st_size, fingerprint=fingerprint(partial / name))
+                           for name in CACHE_FILES})
+        (partial / "meta.json").write_text(json.dumps({**meta, "checksum": record_checksum(meta)}))
         try:
             partial.rename(folder)
         except OSError:  # another process prepared the same corpus first: keep its folder
@@ -194,6 +204,52 @@ def prepare_corpus(source: Path, tokenizer: Tokenizer, min_count: int, val_fract
                 raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+
+
+def record_checksum(meta: dict) -> str:
+    """The SHA-256 of a ``meta.json`` record's own values (all but ``checksum``): an edited record fails it."""
+    return hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k != "checksum"}, sort_keys=True).encode()).hexdigest()
+
+
+def prepared_problem(folder: Path) -> str | None:
+    """Why the prepared corpus in ``folder`` cannot be used, or None if it is whole: its
+    ``meta.json`` must parse, be of ``CACHE_FORMAT``, match its own checksum and agree with itself
+    (split points within the words, the ids' size), and each file must have the size and SHA-256
+    recorded when it was written (``files.fingerprint``: a full SHA-256 up to 256 MB)."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        return f"meta.json unreadable ({type(error).__name__})"
+    if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
+        return f"meta.json is not of cache format {CACHE_FORMAT}"
+    if meta.get("checksum") != record_checksum(meta):
+        return "meta.json was changed after it was written"
+    try:
+        itemsize = np.dtype(meta["dtype"]).itemsize
+        if not 0 <= meta["train_end"] <= meta["val_end"] <= meta["words"]:
+            return "meta.json's split points lie outside its words"
+        if meta["files"]["ids.bin"]["size"] != max(meta["words"], 1) * itemsize:
+            return "meta.json's word count does not match the ids' size"
+        for name in CACHE_FILES:
+            recorded, path = meta["files"][name], folder / name
+            if not path.is_file() or path.stat().st_size != recorded["size"]:
+                return f"{name} is missing or not of its recorded size"
+            if fingerprint(path) != recorded["fingerprint"]:
+                return f"{name} does not match its recorded checksum"
+    except (KeyError, TypeError) as error:
+        return f"meta.json lacks {error}"
+    return None
+
+
+def discard(folder: Path) -> None:
+    """Remove a prepared folder: renamed first (as a partial of this process, so that a crash here
+    leaves what ``remove_stale_partials`` clears), then deleted; gone already is fine."""
+    doomed = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    try:
+        folder.rename(doomed)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def split_points(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
@@ -321,8 +377,11 @@ class TextDataModule(pl.LightningDataModule):
         modification time, as git's index does) or else computed: hashing 537 MB takes seconds."""
         here = file_stat(source)
         for meta in (self.cache_dir / "prepared").glob(f"{source.stem}-*-{self.settings_key}/meta.json"):
-            recorded = json.loads(meta.read_text())
-            if recorded.get("stat") == here and recorded.get("sha256"):
+            try:
+                recorded = json.loads(meta.read_text())
+            except (OSError, UnicodeDecodeError, ValueError):
+                continue  # a damaged record vouches for nothing
+            if isinstance(recorded, dict) and recorded.get("stat") == here and recorded.get("sha256"):
                 return recorded["sha256"]
         return sha256_of(source)
 
@@ -341,10 +400,21 @@ class TextDataModule(pl.LightningDataModule):
         if self.sha256 is not None and found != self.sha256.lower():
             raise ConfigError(f"data.init_args.sha256: {source} has SHA-256 {found}, expected {self.sha256}")
         folder = self.prepared_folder(source, found)
-        if not (folder / "meta.json").is_file():
+        remove_stale_partials(folder.parent)
+        problem = prepared_problem(folder) if folder.exists() else None
+        if problem is not None:
+            rank_zero_warn(f"lstm_pl: the prepared corpus {folder} is damaged ({problem}); preparing it again")
+            discard(folder)
+        if not folder.exists():
             about = dict(sha256=found, stat=file_stat(source))
-            prepare_corpus(source, word_tokenizer(self.keep_punctuation, self.lowercase), self.min_count,
-                           self.val_fraction, self.test_fraction, folder, about=about)
+            try:
+                prepare_corpus(source, word_tokenizer(self.keep_punctuation, self.lowercase), self.min_count,
+                               self.val_fraction, self.test_fraction, folder, about=about)
+            except OSError as error:
+                if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+                    raise
+                raise ConfigError(f"data.init_args.cache_dir: cannot write the prepared corpus into {folder.parent} "
+                                  f"({error.strerror or error}); free space or choose another cache_dir") from None
         meta = json.loads((folder / "meta.json").read_text())
         ids = np.memmap(folder / "ids.bin", dtype=meta["dtype"], mode="r", shape=(max(meta["words"], 1),))
         ids = ids[: meta["words"]]

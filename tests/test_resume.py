@@ -140,6 +140,19 @@ def test_a_resumed_run_is_the_uninterrupted_run(family, tmp_path, request, monke
     assert_same_run(folder("killed"), whole, total)
 
 
+def test_a_resumed_run_clears_what_a_killed_write_left(sine_checkpoint, tmp_path):
+    """A checkpoint write killed half-way leaves its temporary file; the resumed run removes it."""
+    import shutil
+
+    run = tmp_path / "sine" / "version_0"
+    shutil.copytree(sine_checkpoint.parent.parent, run)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = run / "checkpoints" / f".best-3.ckpt.{int(dead.stdout)}.k2j4h6.partial"
+    stale.write_bytes(b"")
+    fit("sine", tmp_path, "--trainer.max_steps=5", f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}")
+    assert not stale.exists() and not list(run.rglob("*.partial"))
+
+
 def test_last_checkpoint_is_the_last_step(tmp_path):
     """last.ckpt holds the final state although val/loss was best earlier; best-*.ckpt the best."""
     fit("sine", tmp_path, "--trainer.max_steps=40", "--optimizer.init_args.lr=0.05")

@@ -3,6 +3,9 @@ batches, and a download that keeps nothing unless its checksum matches."""
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -206,6 +209,67 @@ def test_prepared_once_reused_and_never_half_written(tmp_path, monkeypatch):
     path.write_text(path.read_text() + "d d\n")  # another text: prepared anew, beside the first
     broken = TextDataModule(path=str(path), cache_dir=str(tmp_path / "cache"), min_count=1, batch_size=4)
     monkeypatch.setattr(Tokenizer, "save", lambda self, p, pretty=True: (_ for _ in ()).throw(OSError(28, "No space")))
-    with pytest.raises(OSError):
+    with pytest.raises(ConfigError, match=r"data.init_args.cache_dir: cannot write the prepared corpus .*No space"):
         broken.setup("fit")
     assert list((tmp_path / "cache" / "prepared").iterdir()) == [folder]  # nothing half-written left
+
+
+def prepared_folder(tmp_path: Path) -> tuple[Path, Path]:
+    """A text prepared once in ``tmp_path/cache``: (the text, its prepared folder)."""
+    path = corpus(tmp_path, ["a", "b", "c", "d"] * 180, ["a", "c"] * 40)
+    TextDataModule(path=str(path), cache_dir=str(tmp_path / "cache"), min_count=1, batch_size=4).setup("fit")
+    (folder,) = (tmp_path / "cache" / "prepared").iterdir()
+    return path, folder
+
+
+def scramble(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[0:2], data[-2:] = data[-2:], data[0:2]  # the same size, two ids swapped
+    path.write_bytes(bytes(data))
+
+
+def halve_the_training_split(path: Path) -> None:
+    meta = json.loads(path.read_text())
+    path.write_text(json.dumps({**meta, "train_end": meta["train_end"] // 10}))
+
+
+@pytest.mark.parametrize("name, damage", [
+    pytest.param("ids.bin", scramble, id="ids scrambled at the same size"),
+    pytest.param("ids.bin", lambda p: p.write_bytes(p.read_bytes()[:-6]), id="ids truncated"),
+    pytest.param("ids.bin", Path.unlink, id="ids missing"),
+    pytest.param("meta.json", halve_the_training_split, id="meta.json edited"),
+    pytest.param("meta.json", lambda p: p.write_text("{not json"), id="meta.json not JSON"),
+    pytest.param("meta.json", lambda p: p.write_text(p.read_text().replace('"uint16"', '"uint32"')), id="dtype changed"),
+    pytest.param("tokenizer.json", lambda p: p.write_text(p.read_text()[:100]), id="tokenizer.json truncated"),
+])
+def test_a_damaged_cache_is_prepared_again(name, damage, tmp_path):
+    """Any damage to the prepared corpus is found on reuse (its record's checksum, the files' sizes
+    and checksums) and the corpus is prepared again, with a warning: the same files as the first
+    time, the whole training split."""
+    path, folder = prepared_folder(tmp_path)
+    good = {file: (folder / file).read_bytes() for file in ("ids.bin", "tokenizer.json", "meta.json")}
+    damage(folder / name)
+    assert not (folder / name).exists() or (folder / name).read_bytes() != good[name]
+    again = TextDataModule(path=str(path), cache_dir=str(tmp_path / "cache"), min_count=1, batch_size=4)
+    with pytest.warns(UserWarning, match=f"prepared corpus {folder} is damaged"):
+        again.setup("fit")
+    assert {file: (folder / file).read_bytes() for file in ("ids.bin", "tokenizer.json")} == \
+        {file: good[file] for file in ("ids.bin", "tokenizer.json")}
+    assert len(again.splits["train"]) == json.loads(good["meta.json"])["train_end"]
+    assert list(folder.parent.iterdir()) == [folder]
+
+
+def test_partials_of_dead_processes_are_removed(tmp_path):
+    """What a killed preparation or checkpoint write left (its process gone) is removed at the next
+    start; what a live process is writing is left alone."""
+    from lstm_pl.files import remove_stale_partials
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    left = [tmp_path / f"play-0123-abcd.partial-{pid}", tmp_path / f".last.ckpt.{pid}.x1y2z3.partial"]
+    left[0].mkdir()
+    left[1].write_bytes(b"")
+    live = tmp_path / f".last.ckpt.{os.getppid()}.a1b2c3.partial"
+    live.write_bytes(b"")
+    assert sorted(remove_stale_partials(tmp_path)) == sorted(left)
+    assert list(tmp_path.iterdir()) == [live]
