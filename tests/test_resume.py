@@ -202,7 +202,7 @@ def test_a_non_finite_loss_stops_the_run_before_its_update(tmp_path, capsys):
         torch.isfinite(t).all() for t in torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"].values())
 
 
-def test_skip_mode_drops_non_finite_batches_and_counts_them(tmp_path, monkeypatch):
+def test_skip_mode_drops_non_finite_batches_and_counts_them(tmp_path, monkeypatch, caplog):
     from lstm_pl.tasks import RegressionTask
 
     original = RegressionTask.batch_loss
@@ -215,10 +215,26 @@ def test_skip_mode_drops_non_finite_batches_and_counts_them(tmp_path, monkeypatc
 
     monkeypatch.setattr(RegressionTask, "batch_loss", every_fifth_nan)
     fit("sine", tmp_path, "--trainer.max_steps=20", "--non_finite.action=skip", "--trainer.callbacks=[]")
+    assert "lstm_pl: skipped 4 of 20 steps for a non-finite loss" in caplog.text  # said at the end
     run = tmp_path / "sine" / "version_0"
     skipped = scalars(run, "train/skipped_batches")
     assert skipped and skipped[-1][1] == 4
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.isfinite(t).all() for t in state.values())
+
+
+@pytest.mark.parametrize("overrides, named", [
+    (["--optimizer.init_args.lr=1e30"], "non_finite.max_skipped_share: 29 of 30 steps had a non-finite loss"),
+    (["--optimizer.init_args.lr=1e30", "--non_finite.max_skipped_in_a_row=5"],
+     "non_finite.max_skipped_in_a_row: the last 5 steps (to step 6) all had a non-finite loss"),
+])
+def test_a_run_that_skips_most_steps_fails(overrides, named, tmp_path, capsys):
+    """Skipping is for the odd bad batch: a run that skipped more than half its steps, or too many
+    in a row, is one line and exit 2, not a finished run; its last finite checkpoint is kept."""
+    line = one_line(capsys, "fit", "--config", str(ROOT / "configs" / "sine.yaml"), "--trainer.max_steps=30",
+                    "--non_finite.action=skip", f"--trainer.logger.init_args.save_dir={tmp_path}", *overrides)
+    assert named in line, line
+    state = torch.load(tmp_path / "sine" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert all(torch.isfinite(t).all() for t in state.values())
 
 
