@@ -112,6 +112,10 @@ class LossCurves(FigureCallback):
         if self.after_update:
             with torch.no_grad():
                 loss = pl_module.batch_loss(batch)
+        # Under DDP each process holds its share's mean: the curve is the mean over the processes
+        # (the whole batch's, to float rounding, where the shares are equal; one process: itself).
+        loss = trainer.strategy.reduce(loss, reduce_op="mean")
+        if self.after_update:
             pl_module.log("train/loss_after_update", loss)
         self.train.append((trainer.global_step, loss))
 

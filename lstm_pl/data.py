@@ -139,7 +139,9 @@ class Shuffled(RandomSampler):
 class RankShard(Sampler[int]):
     """This process's share of every global batch under DDP: ``stream`` yields global batches of
     ``batch`` indices one after the other; rank r of w takes positions r·batch/w .. (r+1)·batch/w
-    of each, so the w processes together train on exactly the one-process batches."""
+    of each, so the w processes together train on exactly the one-process batches. An epoch's
+    last, partial batch of n indices is shared as evenly as w allows (n//w or n//w + 1 each, so
+    every process takes the same number of steps as one process; with n < w it is dropped)."""
 
     def __init__(self, stream: Sampler[int], batch: int, rank: int, world: int):
         self.stream, self.batch, self.rank, self.world = stream, batch, rank, world
@@ -152,6 +154,10 @@ class RankShard(Sampler[int]):
             if len(chunk) == self.batch:
                 yield from chunk[self.rank * local : (self.rank + 1) * local]
                 chunk = []
+        if len(chunk) >= self.world:
+            small, larger = divmod(len(chunk), self.world)
+            start = self.rank * small + min(self.rank, larger)
+            yield from chunk[start : start + small + (self.rank < larger)]
 
 
 def loader(dataset, **settings) -> DataLoader:

@@ -152,7 +152,7 @@ class LanguageModelTask(pl.LightningModule):
         self.save_hyperparameters()
         self.net = WordLanguageModel(net)
         self.example_input_array = torch.zeros(1, 10, dtype=torch.long)  # traced for TensorBoard's graph
-        self.train_perplexity = Perplexity()
+        self.train_perplexity = Perplexity(dist_sync_on_step=True)  # each step's value over all processes
         self.metrics = stage_metrics(loss=MeanMetric, perplexity=Perplexity)
         self.states: dict[str, object] = {}
         self.rng_state_to_restore: torch.Tensor | None = None  # a resumed run's generator (on_load_checkpoint)

@@ -37,15 +37,19 @@ def losses(run: Path, tag: str) -> list[float]:
     return [event.value for event in events.Scalars(tag)]
 
 
-@pytest.mark.parametrize("task, tag", [("sine", "train/loss"), ("shakespeare", "train/loss_step")])
-def test_two_processes_train_like_one(task, tag, tmp_path, request):
+@pytest.mark.parametrize("task, tags", [("sine", ["train/loss", "train/loss_after_update"]),
+                                        ("shakespeare", ["train/loss_step", "train/perplexity_step"])])
+def test_two_processes_train_like_one(task, tags, tmp_path, request):
+    """Every logged training value is the global one (the mean over the processes), as one process
+    logs it, to float rounding: the loss, the after-update curve the figure draws, the perplexity."""
     text = request.getfixturevalue("corpus_args") if task == "shakespeare" else []
     one = fit(task, tmp_path / "one", *text)
     two = fit(task, tmp_path / "two", "--trainer.strategy=ddp", "--trainer.devices=2", *text)
     assert one.returncode == 0 and two.returncode == 0, two.stderr[-3000:]
-    single, double = losses(tmp_path / "one" / task / "version_0", tag), losses(tmp_path / "two" / task / "version_0", tag)
-    assert len(single) == len(double) == 12
-    assert max(abs(a - b) / abs(a) for a, b in zip(single, double)) < 1e-5
+    for tag in tags:
+        single, double = losses(tmp_path / "one" / task / "version_0", tag), losses(tmp_path / "two" / task / "version_0", tag)
+        assert len(single) == len(double) == 12, tag
+        assert max(abs(a - b) / abs(a) for a, b in zip(single, double)) < 1e-5, tag
     assert [p.name for p in (tmp_path / "two" / task).iterdir()] == ["version_0"]  # one run folder, rank 0's
     files = sorted(p.name for p in (tmp_path / "two" / task / "version_0").iterdir() if p.is_file())
     assert "loss_curves.png" in files and not any(name.endswith(".partial") for name in files)

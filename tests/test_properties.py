@@ -104,8 +104,8 @@ def sine_settings(draw):
     world = draw(st.sampled_from([1, 2, 4]))
     most = 64 // world  # the most samples per process
     if sampling == "epochs" and world > 1 and n > 0:
-        # Epochs under DDP with a batch larger than the training set give no batch at all: see
-        # test_sine_epochs_under_ddp_with_a_batch_beyond_the_data_is_one_clear_error.
+        # Epochs under DDP with a batch larger than the training set share it among the processes
+        # (test_sine_epochs_under_ddp_share_a_partial_batch); here, whole batches.
         most = min(most, n_train // world)
         if most == 0:
             world, most = 1, 64
@@ -184,19 +184,24 @@ def test_sine_with_no_training_window_is_one_clear_error(sampling):
         next(iter(data.train_dataloader()))
 
 
-@pytest.mark.xfail(strict=True, raises=StopIteration,
-                   reason="issue 21: RankShard keeps only whole global batches: sampling: epochs with a batch larger than the "
-                          "training set gives every process an empty loader")
-def test_sine_epochs_under_ddp_with_a_batch_beyond_the_data_is_one_clear_error():
-    data = SineDataModule(length=30, window=25, batch_size=8, sampling="epochs")  # 4 training windows
-    data.setup("fit")
-    on_processes(data, 0, 2)
-    try:
-        x, _ = next(iter(data.train_dataloader()))
-    except ConfigError as error:
-        assert str(error).startswith("data.init_args.")
-    else:
-        assert len(x) >= 1
+@pytest.mark.parametrize("windows, world, shares", [(4, 2, [2, 2]), (5, 2, [3, 2]), (7, 3, [3, 2, 2])])
+def test_sine_epochs_under_ddp_share_a_partial_batch(windows, world, shares):
+    """A batch larger than the training set (8 against ``windows``): every process takes one step
+    on its share of the one-process batch, together exactly that batch."""
+    length = next(n for n in range(26, 60) if n - 25 - math.ceil(0.1 * (n - 25)) == windows)
+    taken = []
+    for rank in range(world):
+        data = SineDataModule(length=length, window=25, batch_size=12, sampling="epochs")
+        data.setup("fit")
+        assert len(data.train_set) == windows
+        on_processes(data, rank, world)
+        batches = [x for x, _ in data.train_dataloader()]
+        assert [len(x) for x in batches] == [shares[rank]]
+        taken.append(batches[0])
+    one = SineDataModule(length=length, window=25, batch_size=12, sampling="epochs")
+    one.setup("fit")
+    (whole, _), = list(one.train_dataloader())
+    assert torch.equal(torch.cat(taken), whole)
 
 
 # --- Language-model batching: StreamWindows ----------------------------------------------------
