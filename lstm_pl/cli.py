@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import logging
+import math
 import re
 import shlex
 import signal
@@ -61,7 +62,11 @@ class OneLineErrorParser(LightningArgumentParser):
 
     def error(self, message: str, ex: Exception | None = None):  # jsonargparse's hook
         name = (self.prog or "lstm_pl").split()[0].replace("__main__.py", "lstm_pl")
-        sys.stderr.write(f"{name}: error: {one_line(message, OneLineErrorParser.command_line)}\n")
+        line = one_line(message, OneLineErrorParser.command_line)
+        if re.search(r"Option '[^']+' is not accepted", line):  # what a nested model:/data: mapping in a variant gives
+            line += ("; in a config that starts from another (config: TASK.yaml), write each setting as one dotted "
+                     "key, e.g. model.init_args.net.hidden_size: 30")
+        sys.stderr.write(f"{name}: error: {line}\n")
         sys.exit(2)
 
 
@@ -74,6 +79,7 @@ class CLI(LightningCLI):
 
     def __init__(self, args=None, run: bool = True, **kwargs):
         OneLineErrorParser.command_line = list(sys.argv[1:] if args is None else args)
+        check_config_files(OneLineErrorParser.command_line)
         base = {"default_config_files": [str(BASE_CONFIG)]}
         parser_kwargs = {name: base for name in SUBCOMMANDS} if run else base
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})  # a resumed run rewrites its config.yaml
@@ -113,6 +119,9 @@ class CLI(LightningCLI):
         """The run folder stays inside ``save_dir`` (``name`` and ``version`` are one folder name
         each) and must be writable before training starts (not at the first checkpoint)."""
         config = self.config.get(self.config.get("subcommand") or "", self.config)
+        for key, value in config.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{key}: {value} is not a finite number")
         logger = config.trainer.get("logger")
         init_args = getattr(logger, "init_args", None)
         for key in ("name", "version"):
@@ -132,6 +141,49 @@ class CLI(LightningCLI):
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         CLI.latest = self
+
+
+def check_config_files(args: list[str]) -> None:
+    """Each ``--config`` file named on the command line is a readable UTF-8 text (jsonargparse
+    would fail on a binary one with a traceback)."""
+    paths = [b for a, b in zip(args, args[1:]) if a in ("--config", "-c")]
+    paths += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    for path in map(Path, paths):
+        if not path.is_file():
+            continue  # jsonargparse names a missing file itself
+        try:
+            path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+            raise ConfigError(f"--config: cannot read {path} ({reason}); give a YAML config file") from None
+
+
+def known_failure(error: BaseException) -> str | None:
+    """The one line for a failure that is the input's, found anywhere in ``error``'s chain: a
+    setting Lightning refuses (no GPU for ``accelerator: gpu``), an optimizer's own check of its
+    settings, memory a setting asks for and this machine has not."""
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    seen = error
+    while seen is not None:
+        text = str(seen).strip().splitlines()[0] if str(seen).strip() else type(seen).__name__
+        if isinstance(seen, MisconfigurationException):
+            return f"trainer: {text}"
+        frames = []
+        tb = seen.__traceback__
+        while tb is not None:
+            frames.append(tb.tb_frame.f_code.co_filename)
+            tb = tb.tb_next
+        if isinstance(seen, ValueError) and frames and ("/torch/optim/" in frames[-1] or frames[-1].endswith("optim.py")):
+            return f"optimizer.init_args: {text}"
+        if isinstance(seen, (MemoryError, torch.OutOfMemoryError)) or (
+                isinstance(seen, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)):
+            return (f"out of memory ({text[:160]}); lower data.init_args.batch_size or the model's sizes "
+                    f"(model.init_args.net.hidden_size)")
+        if isinstance(seen, OverflowError) or (isinstance(seen, (RuntimeError, TypeError)) and "overflow" in text.lower()):
+            return f"a size too large to allocate ({text[:160]}); check model.init_args.net and data.init_args.batch_size"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def keep_freed_memory() -> None:
@@ -204,7 +256,7 @@ def main(args: list[str] | None = None) -> None:
         sys.stderr.write(f"lstm_pl: interrupted by {name} at step {step}; {resume_command(CLI.latest, argv)}\n")
         sys.exit(128 + received[0])
     except Exception as error:
-        reason = cause(error, (ConfigError, TrainingError))
+        reason = cause(error, (ConfigError, TrainingError)) or known_failure(error)
         if reason is None and isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS):
             reason = f"cannot write {error.filename or 'the run folder'} ({error.strerror}); files written before are intact"
         if reason is None:

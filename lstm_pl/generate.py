@@ -33,8 +33,15 @@ def load_run(run: str | Path, tokenizer: str | Path | None = None) -> tuple[Lang
     for name, path in (("--run", checkpoint), ("--tokenizer", tokenizer)):
         if not path.is_file():
             raise ValueError(f"{name}: no such file {path}")
-    task = LanguageModelTask.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True).eval()
-    return task, Tokenizer.from_file(str(tokenizer))
+    first_line = lambda error: (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+    try:
+        task = LanguageModelTask.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True).eval()
+    except Exception as error:  # noqa: BLE001 - truncated, another task's, not a checkpoint at all
+        raise ValueError(f"--run: {checkpoint} is not a readable language-model checkpoint ({first_line(error)})") from None
+    try:
+        return task, Tokenizer.from_file(str(tokenizer))
+    except Exception as error:  # noqa: BLE001 - the tokenizers library raises plain Exceptions
+        raise ValueError(f"--tokenizer: {tokenizer} is not a readable tokenizer.json ({first_line(error)})") from None
 
 
 def generate(task: LanguageModelTask, tokenizer: Tokenizer, prompt: str, words: int, temperature: float = 1.0,

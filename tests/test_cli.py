@@ -96,6 +96,38 @@ def test_bad_input_stops_with_one_line(config_path, tmp_path, capsys, override, 
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
+@pytest.mark.parametrize("override, says", [
+    ("--optimizer.init_args.lr=.nan", "optimizer.init_args.lr: nan is not a finite number"),
+    ("--optimizer.init_args.lr=-1", "optimizer.init_args: TFAdam: lr must be positive"),
+    ("--model.init_args.net.hidden_size=3000000", "out of memory ("),
+    ("--model.init_args.net.hidden_size=100000000000000000000", "a size too large to allocate"),
+    ("--trainer.accelerator=gpu" if not torch.cuda.is_available() else "--trainer.accelerator=tpu", "trainer: "),
+])
+def test_what_the_machine_or_an_optimizer_refuses_is_one_line(config_path, tmp_path, capsys, override, says):
+    """Settings that only fail once classes are made (an optimizer's own checks, memory, a missing
+    accelerator): one line, exit 2, no traceback, nothing trained."""
+    line = one_error_line(capsys, "fit", "--config", config_path("sine"), override, "--trainer.max_steps=2",
+                          f"--trainer.logger.init_args.save_dir={tmp_path}")
+    assert line.startswith(f"lstm_pl: error: {says}"), line
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_config_files_as_users_write_them(config_path, tmp_path, capsys):
+    """A binary file given as a config, and a variant config with a nested model: mapping (which
+    jsonargparse does not merge): one line each, the second saying to write dotted keys."""
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(bytes(range(256)) * 4)
+    assert one_error_line(capsys, "fit", "--config", str(binary)) == (
+        f"lstm_pl: error: --config: cannot read {binary} (not UTF-8 text); give a YAML config file")
+    nested = ROOT / "configs" / f".nested-{os.getpid()}.yaml"  # beside sine.yaml, which it starts from
+    nested.write_text("config: sine.yaml\nmodel: {init_args: {net: {hidden_size: 30}}}\n")
+    try:
+        line = one_error_line(capsys, "fit", "--config", str(nested), f"--trainer.logger.init_args.save_dir={tmp_path}")
+    finally:
+        nested.unlink()
+    assert "write each setting as one dotted key, e.g. model.init_args.net.hidden_size: 30" in line, line
+
+
 def test_unknown_key_in_config_file(config_path, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text((ROOT / "configs" / "sine.yaml").read_text().replace("  max_steps: 500", "  max_stepz: 500"))

@@ -165,6 +165,22 @@ def test_generation_is_deterministic_for_a_seed(short_fit, capsys):
     assert capsys.readouterr().out.strip() == first
 
 
+@pytest.mark.parametrize("broken, key", [("tokenizer.json", "--tokenizer"), ("last.ckpt", "--run")])
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_generate_with_a_damaged_file_is_one_line(short_fit, tmp_path, capsys, broken, key, damage):
+    cli, _ = short_fit
+    folder = Path(cli.trainer.log_dir)
+    files = {"tokenizer.json": folder / "tokenizer.json", "last.ckpt": folder / "checkpoints" / "last.ckpt"}
+    bad = tmp_path / broken
+    bad.write_bytes(files[broken].read_bytes()[:200] if damage == "truncated" else b"\x00\xffnot this" * 50)
+    run = bad if broken == "last.ckpt" else files["last.ckpt"]
+    tokenizer = bad if broken == "tokenizer.json" else files["tokenizer.json"]
+    with pytest.raises(SystemExit) as exit_:
+        main(["--run", str(run), "--tokenizer", str(tokenizer), "--prompt", PROMPT])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exit_.value.code == 2 and len(lines) == 1 and f"error: {key}: {bad} is not a readable" in lines[0], lines
+
+
 def test_test_from_checkpoint_rebuilds_the_net(short_fit, corpus_args, tmp_path):
     cli, _ = short_fit
     checkpoint = Path(cli.trainer.checkpoint_callback.dirpath) / "last.ckpt"
