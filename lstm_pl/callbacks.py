@@ -5,6 +5,7 @@ the run's log folder when fit ends or is interrupted (rank 0 only, never from no
 from __future__ import annotations
 
 import abc
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
@@ -15,7 +16,6 @@ import torch
 from jsonargparse.typing import OpenUnitInterval, PositiveInt
 from matplotlib.figure import Figure
 from pytorch_lightning.loggers import TensorBoardLogger
-from pytorch_lightning.utilities import rank_zero_info
 
 from .errors import ConfigError, TrainingError
 from .files import atomic_write
@@ -317,7 +317,9 @@ class NonFiniteLoss(pl.Callback):
             raise TrainingError(f"non_finite.max_skipped_share: {self.skipped} of {steps} steps had a non-finite "
                                 f"loss and were skipped (more than {self.max_share:g}): the run learnt little. "
                                 f"Lower the learning rate (optimizer.init_args.lr) or clip gradients")
-        rank_zero_info(f"lstm_pl: skipped {self.skipped} of {steps} steps for a non-finite loss (non_finite.action: skip)")
+        if trainer.is_global_zero:
+            sys.stderr.write(f"lstm_pl: skipped {self.skipped} of {steps} steps for a non-finite loss "
+                             f"(non_finite.action: skip)\n")
 
     def state_dict(self) -> dict:
         return {"skipped": self.skipped, "in_a_row": self.in_a_row}

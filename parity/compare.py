@@ -17,7 +17,6 @@ one is not, 2 if a config cannot be compared.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import logging
 import os
@@ -33,7 +32,7 @@ from lstm_pl.cli import cause, quiet_start
 from lstm_pl.errors import ConfigError
 from lstm_pl.files import atomic_write
 
-from . import checks, pytorch_side, record
+from . import checks, heap, pytorch_side, record
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -150,6 +149,7 @@ def compare(config: Path, dtype: str, steps: int | None, tolerance: float, folde
             inputs.checks["original_run"] = record.check(config.stem, recording.config, list(overrides),
                                                          [len(x) for x, _ in recording.batches], len(recording.losses),
                                                          recording.planned_steps)
+        heap.release.trim()  # what the PyTorch side freed, before TensorFlow's allocations (parity/heap.py)
         if backend == "tf1":
             from . import tf1_side as side  # TensorFlow's import takes seconds: only when comparing
         else:
@@ -263,19 +263,6 @@ def configs_for(args: argparse.Namespace) -> list[Path]:
     return paths
 
 
-def pin_mmap_threshold() -> None:
-    """Keep glibc's heap from fragmenting over a long float64 run. glibc raises its mmap threshold
-    each time a large block is freed, after which the float64 LSTM's per-step buffers (PyTorch's
-    native kernels; float32 runs on oneDNN) come from the heap and fragment it: measured 3-8 GB
-    resident after adding_solve's 500 steps, 0.8 GB with the threshold pinned at glibc's default."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc: nothing to do
-        return
-    M_MMAP_THRESHOLD = -3
-    libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
-
-
 def quiet() -> None:
     """Keep the output to the verdicts: no Lightning banners, no third-party deprecation notes, no
     TensorFlow C++ log lines (read when TensorFlow is first imported, so set here, before), and
@@ -291,7 +278,6 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = parse_args(argv)
     quiet_start()
     quiet()
-    pin_mmap_threshold()
     tolerance = args.tolerance if args.tolerance is not None else TOLERANCE[args.dtype]
     try:
         paths = configs_for(args)

@@ -26,6 +26,7 @@ from lstm_pl.files import atomic_write
 from lstm_pl.tasks import ClassificationTask, LanguageModelTask, RegressionTask
 from lstm_pl.text import TextDataModule
 
+from . import heap
 from .recording import Recording
 
 PRECISION = {"float32": "32-true", "float64": "64-true"}
@@ -104,6 +105,7 @@ class Recorder(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.losses.append(float(outputs["loss"]))
+        heap.release()  # the step's freed memory, once the heap holds too much of it (parity/heap.py)
 
     def on_validation_start(self, trainer, pl_module):
         # torchmetrics keeps float32 states (and casts its inputs to float32) unless told: accumulate
@@ -115,6 +117,9 @@ class Recorder(pl.Callback):
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
         self.val_batches.append(tuple(t.detach().cpu().numpy().copy() for t in batch))
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        heap.release()
 
 
 def build(config: str, overrides: list[str]) -> CLI:

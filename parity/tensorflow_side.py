@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from . import heap
 from .checks import TrainingInputs
 from .recording import Recording
 
@@ -285,6 +286,7 @@ def train(recording: Recording, dtype: str, inputs: TrainingInputs) -> dict:
         epoch = batch_epoch
         loss, state = train_step(cast(x), cast(y), state)
         losses.append(float(loss))
+        heap.release()  # the step's freed memory, once the heap holds too much of it (parity/heap.py)
 
     # Validation, as each task defines it: the MSE over every validation sample; the mean
     # cross-entropy over every validation image; the language model's token-weighted mean
@@ -300,5 +302,6 @@ def train(recording: Recording, dtype: str, inputs: TrainingInputs) -> dict:
         else:
             total += float(loss_of(output, cast(y))) * y.size
             count += y.size
+        heap.release()
     keras.backend.clear_session()  # free this network's graphs before the next comparison (``all``)
     return dict(losses=np.array(losses), val_loss=total / count, seconds=time.perf_counter() - start)

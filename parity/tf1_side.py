@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 
+from . import heap
 from .checks import TrainingInputs
 from .recording import Recording
 
@@ -85,6 +86,7 @@ def train(recording: Recording, dtype: str, inputs: TrainingInputs) -> dict:
                 loss, _ = session.run([loss_op, train_step], feed_dict=feed)
                 losses.append(float(loss))
                 after_update.append(float(session.run(loss_op, feed_dict=feed)))  # RecurrentNN.fit L404
+                heap.release()  # the step's freed memory, once the heap holds too much of it (parity/heap.py)
             squared, count = 0.0, 0
             for x, y in inputs.val_batches:
                 loss = session.run(loss_op, {X_holder: x, t_holder: y, batch_size_holder: len(x)})

@@ -202,7 +202,7 @@ def test_a_non_finite_loss_stops_the_run_before_its_update(tmp_path, capsys):
         torch.isfinite(t).all() for t in torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"].values())
 
 
-def test_skip_mode_drops_non_finite_batches_and_counts_them(tmp_path, monkeypatch, caplog):
+def test_skip_mode_drops_non_finite_batches_and_counts_them(tmp_path, monkeypatch, capsys):
     from lstm_pl.tasks import RegressionTask
 
     original = RegressionTask.batch_loss
@@ -215,7 +215,7 @@ def test_skip_mode_drops_non_finite_batches_and_counts_them(tmp_path, monkeypatc
 
     monkeypatch.setattr(RegressionTask, "batch_loss", every_fifth_nan)
     fit("sine", tmp_path, "--trainer.max_steps=20", "--non_finite.action=skip", "--trainer.callbacks=[]")
-    assert "lstm_pl: skipped 4 of 20 steps for a non-finite loss" in caplog.text  # said at the end
+    assert "lstm_pl: skipped 4 of 20 steps for a non-finite loss" in capsys.readouterr().err  # said at the end
     run = tmp_path / "sine" / "version_0"
     skipped = scalars(run, "train/skipped_batches")
     assert skipped and skipped[-1][1] == 4
