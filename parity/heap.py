@@ -1,15 +1,16 @@
 """The heap memory a comparison frees, handed back to the system as it runs.
 
 Every lstm_pl run raises glibc's mmap and trim thresholds to 1 GB (``lstm_pl.cli.keep_freed_memory``,
-applied when the harness builds its run through the CLI), so every block comes from the heap and
-freed memory stays there for the next step. Over a long float64 run at T=1000 that heap fragments:
-each step's large blocks (the sequence's gate pre-activations, 100 MB, its outputs, their
-gradients) no longer fit the holes the step before left, so the heap grows by them while its
-free memory stays resident, from 12 to 75 MB a step in the same run measured several times
-(``adding_t1000``, 40 steps: 1.4-3.9 GB resident after training; 7.1 GB after 100 steps, the
-1,000-step comparison killed at 23 GB), on either side of a comparison and in validation.
-``release`` returns that free memory (``malloc_trim``) once it passes ``LIMIT``: what a step
-reuses stays, a fragmented heap no longer counts, and no computation changes."""
+applied when the harness builds its run through the CLI; it overrides any setting made before),
+so every block comes from the heap and freed memory stays there for the next step. Depending on
+where the address layout places the heap (ASLR: the same run differs from process to process),
+a long float64 run at T=1000 fragments it: a step's large blocks no longer fit the holes the
+steps before left, so the heap grows while its free memory stays resident. Measured on
+``adding_t1000`` (float64, PyTorch side, ASLR off so that the layout repeats): 39 MB a step, 6.6 GB
+resident after 150 steps, of which 0.8 GB live; a 100-step comparison's peak 7.3 GB, the
+1,000-step one killed at 23 GB. ``release`` hands the free memory back (``malloc_trim``) once the
+heap has grown by ``GROWTH`` bytes: a heap that reuses its memory is left alone, a fragmenting
+one costs at most that much more, and no computation changes."""
 
 from __future__ import annotations
 

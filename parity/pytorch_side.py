@@ -105,7 +105,7 @@ class Recorder(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.losses.append(float(outputs["loss"]))
-        heap.release()  # the step's freed memory, once the heap holds too much of it (parity/heap.py)
+        heap.release()  # freed memory back once the heap has grown by heap.GROWTH (parity/heap.py)
 
     def on_validation_start(self, trainer, pl_module):
         # torchmetrics keeps float32 states (and casts its inputs to float32) unless told: accumulate

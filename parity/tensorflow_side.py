@@ -286,7 +286,7 @@ def train(recording: Recording, dtype: str, inputs: TrainingInputs) -> dict:
         epoch = batch_epoch
         loss, state = train_step(cast(x), cast(y), state)
         losses.append(float(loss))
-        heap.release()  # the step's freed memory, once the heap holds too much of it (parity/heap.py)
+        heap.release()  # freed memory back once the heap has grown by heap.GROWTH (parity/heap.py)
 
     # Validation, as each task defines it: the MSE over every validation sample; the mean
     # cross-entropy over every validation image; the language model's token-weighted mean

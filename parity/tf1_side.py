@@ -86,7 +86,7 @@ def train(recording: Recording, dtype: str, inputs: TrainingInputs) -> dict:
                 loss, _ = session.run([loss_op, train_step], feed_dict=feed)
                 losses.append(float(loss))
                 after_update.append(float(session.run(loss_op, feed_dict=feed)))  # RecurrentNN.fit L404
-                heap.release()  # the step's freed memory, once the heap holds too much of it (parity/heap.py)
+                heap.release()  # freed memory back once the heap has grown by heap.GROWTH (parity/heap.py)
             squared, count = 0.0, 0
             for x, y in inputs.val_batches:
                 loss = session.run(loss_op, {X_holder: x, t_holder: y, batch_size_holder: len(x)})
