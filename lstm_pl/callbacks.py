@@ -93,10 +93,12 @@ class LossCurves(FigureCallback):
     The training loss is the one the step computed, before its update; with ``after_update`` it is
     the loss of the same batch re-evaluated after the update, as the original recorded it (one
     more forward pass per recorded step; logged as ``train/loss_after_update``; tasks with a
-    ``batch_loss`` only, i.e. the regressions)."""
+    ``batch_loss`` only, i.e. the regressions). ``figure=False`` records the curves without drawing
+    them (the parity harness compares them; a figure costs half a second)."""
 
-    def __init__(self, val_key: str = "val/loss", log_scale: bool = True, after_update: bool = False):
-        self.val_key, self.log_scale, self.after_update = val_key, log_scale, after_update
+    def __init__(self, val_key: str = "val/loss", log_scale: bool = True, after_update: bool = False,
+                 figure: bool = True):
+        self.val_key, self.log_scale, self.after_update, self.figure = val_key, log_scale, after_update, figure
         self.train: list[tuple[int, torch.Tensor]] = []
         self.val: list[tuple[int, torch.Tensor]] = []
 
@@ -133,7 +135,7 @@ class LossCurves(FigureCallback):
         self.val = [(step, torch.tensor(value)) for step, value in state["val"]]
 
     def draw(self, trainer, pl_module):
-        if not (self.train or self.val):
+        if not self.figure or not (self.train or self.val):
             return
         figure = Figure(figsize=(7, 4))
         ax = figure.subplots()

@@ -6,6 +6,7 @@ model received it, every step's loss, and the final validation loss with its bat
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 import time
@@ -259,8 +260,11 @@ def record(config: str, dtype: str, steps: int | None, folder: Path, overrides: 
         trainer = stripped_trainer(cli, kind, dtype, steps, folder, recorder)
         # The run's own after-update curve (the original's), recorded by the config's LossCurves
         # itself, at the config's log_every_n_steps: what is compared is what the run draws.
+        # A copy, so that the config's own callback object stays as configured; not drawn.
         curves = next((c for c in cli.trainer.callbacks if isinstance(c, LossCurves) and c.after_update), None)
         if curves is not None:
+            curves = copy.copy(curves)
+            curves.figure = False
             trainer.callbacks.append(curves)
             trainer.log_every_n_steps = cli.trainer.log_every_n_steps
         trainer.fit(cli.model, datamodule=cli.datamodule)

@@ -10,6 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # slowing down tenfold when another process shares the cores.
 torch.set_num_threads(1)
 
+pytest_plugins = ["pytester"]  # tests/test_suite.py runs the suite's own rules on small suites
 ROOT = Path(__file__).resolve().parents[1]
 SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 
@@ -72,6 +73,18 @@ def shakespeare() -> Path:
             pytest.fail(reason)
         pytest.skip(reason)
     return SHAKESPEARE
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Under ``--dist loadgroup`` (make test) every test marked ``xdist_group`` must carry its group
+    in its node id, as pytest-xdist tags it: otherwise the group's tests spread over the workers
+    and each sets up the group's shared fixture again (pytest 9.2 with pytest-xdist 3.8 did)."""
+    if getattr(config.option, "loadgroup", False):  # set in the workers by pytest-xdist
+        untagged = [item.nodeid for item in items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+        if untagged:
+            raise pytest.UsageError(f"--dist loadgroup did not group {untagged[0]} (and {len(untagged) - 1} more): "
+                                    "pytest and pytest-xdist do not work together (see pyproject.toml's test extra)")
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -18,6 +18,7 @@ ONEDNN_MAX_CPU_ISA=AVX2`` in the training processes), another CPU's kernels on t
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -176,17 +177,29 @@ def differences(got: dict, expected: dict) -> list[str]:
     return found
 
 
-@pytest.fixture(scope="module", params=sorted(KERNELS))
-def runs(request, corpus, tmp_path_factory) -> tuple[dict, dict]:
+@pytest.fixture(scope="module")
+def trained(corpus, tmp_path_factory):
+    """``train_on(kernels)``, once per kernel set for the module however the tests are ordered
+    (pytest-xdist's scheduling interleaves the parameters, which would set a parametrized
+    module-scoped fixture up again each time the parameter changes)."""
+    return functools.cache(lambda kernels: train_on(kernels, corpus, tmp_path_factory))
+
+
+@pytest.fixture(params=sorted(KERNELS))
+def runs(request, trained) -> tuple[dict, dict]:
+    return trained(request.param)
+
+
+def train_on(kernels: str, corpus: Path, tmp_path_factory) -> tuple[dict, dict]:
     """Every case in float32 and float64, in two fresh processes at once, on one kernel set."""
     from concurrent.futures import ThreadPoolExecutor
 
-    folder = tmp_path_factory.mktemp(f"reproducible-{request.param}")
+    folder = tmp_path_factory.mktemp(f"reproducible-{kernels}")
     with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(run_in_fresh_process, folder / "first", corpus, every_case(planted=True), request.param)
-        second = pool.submit(run_in_fresh_process, folder / "second", corpus, every_case(), request.param)
+        first = pool.submit(run_in_fresh_process, folder / "first", corpus, every_case(planted=True), kernels)
+        second = pool.submit(run_in_fresh_process, folder / "second", corpus, every_case(), kernels)
         first, second = first.result(), second.result()
-    if KERNELS[request.param]:  # the processes ran on the kernels asked for
+    if KERNELS[kernels]:  # the processes ran on the kernels asked for
         assert {run["environment"]["cpu_capability"] for run in first.values()} == {"AVX2"}
     return first, second
 
@@ -224,6 +237,9 @@ def main(argv: list[str]) -> None:
     if argv[0] == "train":
         out, corpus, runs = Path(argv[1]), Path(argv[2]), json.loads(argv[3])
         from lstm_pl import fused
+        from lstm_pl.cli import quiet_start
+
+        quiet_start()  # as `python -m lstm_pl` starts (TensorBoard without TensorFlow: 5 s less)
 
         out.mkdir(parents=True, exist_ok=True)
         kernels = os.environ.get("LSTM_PL_FUSED", "1")  # the float32 runs use what the user chose

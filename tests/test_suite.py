@@ -2,46 +2,43 @@
 test that needs the real Shakespeare text fails there, naming it, where ../shared is missing; the
 docs' links resolve and the README's table names every config."""
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-TESTS = Path(__file__).resolve().parent
 SKIPPING = '''
 from pathlib import Path
 import pytest
 import conftest
-
-conftest.SHAKESPEARE = Path("/nonexistent/tinyshakespeare.txt")  # a checkout without ../shared
 
 
 def test_skips():
     pytest.skip("for no reason")
 
 
-def test_needs_the_text(shakespeare):
-    pass
+def test_needs_the_text(monkeypatch, request):
+    monkeypatch.setattr(conftest, "SHAKESPEARE", Path("/nonexistent/tinyshakespeare.txt"))  # a checkout without ../shared
+    request.getfixturevalue("shakespeare")
 '''
 
 
-def run_pytest(folder: Path, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "conftest", "-p", "no:cacheprovider",
-                           "--rootdir", str(folder), str(folder / "test_skipping.py")], cwd=folder, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(TESTS), **env})
+def run_pytest(pytester, monkeypatch, no_skips: str):
+    """The two tests above under tests/conftest.py, in this process (pytester), as CI or a user runs them."""
+    monkeypatch.setenv("LSTM_PL_NO_SKIPS", no_skips)
+    return pytester.runpytest_inprocess("-q", "-rs", "-p", "conftest", "-p", "no:cacheprovider")
 
 
-def test_no_skips_in_ci(tmp_path):
-    (tmp_path / "test_skipping.py").write_text(SKIPPING)
-    user = run_pytest(tmp_path, LSTM_PL_NO_SKIPS="0")  # a user's clone: skips, each saying why
-    assert user.returncode == 0 and "2 skipped" in user.stdout, user.stdout
-    assert "needs the real Shakespeare text, /nonexistent/tinyshakespeare.txt" in user.stdout
-    ci = run_pytest(tmp_path, LSTM_PL_NO_SKIPS="1")
-    assert ci.returncode == 1, ci.stdout
-    assert "1 error" in ci.stdout and "needs the real Shakespeare text" in ci.stdout and "1 skipped" in ci.stdout and "LSTM_PL_NO_SKIPS=1: 1 test(s) skipped" in ci.stdout
+def test_no_skips_in_ci(pytester, monkeypatch):
+    pytester.makepyfile(test_skipping=SKIPPING)
+    user = run_pytest(pytester, monkeypatch, "0")  # a user's clone: skips, each saying why
+    assert user.ret == 0 and "2 skipped" in user.stdout.str(), user.stdout.str()
+    assert "needs the real Shakespeare text, /nonexistent/tinyshakespeare.txt" in user.stdout.str()
+    ci = run_pytest(pytester, monkeypatch, "1")
+    out = ci.stdout.str()
+    assert ci.ret == 1, out
+    assert "1 failed" in out and "needs the real Shakespeare text" in out and "1 skipped" in out
+    assert "LSTM_PL_NO_SKIPS=1: 1 test(s) skipped" in out
 
 
 DOCS = ["README.md", "README.ja.md", "RESULTS.md", "BENCHMARKS.md", "docs/usage.md", "docs/tasks.md", "parity/README.md"]
