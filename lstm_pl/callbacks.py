@@ -22,6 +22,15 @@ from .files import atomic_write
 from .models import closed_loop
 
 
+class StepLogger(TensorBoardLogger):
+    """Lightning's TensorBoard logger without the ``epoch`` scalar Lightning adds to every write:
+    the step is every chart's axis (the language model's epochs are in ``val/*``), and an ``epoch``
+    card would be the first a user sees."""
+
+    def log_metrics(self, metrics, step=None):
+        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+
+
 def run_folder(trainer: pl.Trainer) -> Path:
     """Where a run's files go: the logger's version folder (``runs/<name>/version_<n>``). Read from
     the logger itself: ``trainer.log_dir`` is a collective call under DDP, and only rank 0 asks."""

@@ -9,7 +9,9 @@ vocabulary size) flows to the model by ``link_arguments``, never back.
 A run that fails says so in one line and exits non-zero: 2 for bad input or a run that cannot go
 on (naming the key or file), 143 after SIGTERM and 130 after SIGINT, having saved ``last.ckpt`` at
 the step reached and printed the command that resumes it. ``fit --ckpt_path`` of a checkpoint in a
-run folder continues that run: same folder, same TensorBoard run, the steps going on.
+run folder continues that run: same folder, same TensorBoard run, the steps going on; ``validate``,
+``test`` and ``predict`` of such a checkpoint write into ``<run>/<subcommand>/version_<n>``, so the
+task's next fit keeps its version number.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from .callbacks import NonFiniteLoss
 from .checkpoints import Checkpoints, check_checkpoint_fits
+from .console import Report, command_prefix, quiet_lightning
 from .errors import ConfigError, TrainingError
 
 BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
@@ -93,6 +96,7 @@ class CLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(Checkpoints, "checkpoint")
         parser.add_lightning_class_args(NonFiniteLoss, "non_finite")
+        parser.add_lightning_class_args(Report, "report")
         # Applied after the DataModule exists, each only where both ends have the attribute.
         parser.link_arguments("data.input_size", "model.init_args.net.input_size", apply_on="instantiate")
         parser.link_arguments("data.vocab_size", "model.init_args.net.vocab_size", apply_on="instantiate")
@@ -110,10 +114,14 @@ class CLI(LightningCLI):
         run = Path(ckpt_path).resolve().parent.parent
         logger = config.trainer.get("logger")
         is_run_folder = Path(ckpt_path).resolve().parent.name == "checkpoints" and run.name.startswith("version_")
-        if self.config.get("subcommand") == "fit" and is_run_folder and getattr(logger, "init_args", None) is not None:
+        if not is_run_folder or getattr(logger, "init_args", None) is None:
+            return
+        if self.config.get("subcommand") == "fit":
             logger.init_args.save_dir = str(run.parent.parent)
             logger.init_args.name = run.parent.name
             logger.init_args.version = int(run.name.removeprefix("version_"))
+        elif logger.init_args.get("version") is None:  # validate/test/predict: <run>/<subcommand>/version_<n>
+            logger.init_args.save_dir, logger.init_args.name = str(run), self.config.subcommand
 
     def before_instantiate_classes(self) -> None:
         """The run folder stays inside ``save_dir`` (``name`` and ``version`` are one folder name
@@ -122,6 +130,8 @@ class CLI(LightningCLI):
         for key, value in config.items():
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{key}: {value} is not a finite number")
+        if config.trainer.get("enable_progress_bar") is None:  # a bar on a terminal, else Report's lines
+            config.trainer.enable_progress_bar = sys.stderr.isatty()
         logger = config.trainer.get("logger")
         init_args = getattr(logger, "init_args", None)
         for key in ("name", "version"):
@@ -215,8 +225,10 @@ def quiet_start() -> None:
       harness), costing seconds and a screen of log lines; writing event files needs none of it,
       and the module TensorBoard's own no-TensorFlow build provides selects its stub instead;
     - tracing the model for TensorBoard's graph warns about every shape check it records;
-    - "Seed set to N" would come before a config error's one line (the seed is in config.yaml)."""
+    - "Seed set to N" would come before a config error's one line (the seed is in config.yaml);
+    - Lightning's notes and warnings that tell the user nothing (``console.quiet_lightning``)."""
     sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+    quiet_lightning()
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # log_graph's trace: the graph is fine
     logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)
 
@@ -232,7 +244,7 @@ def resume_command(cli: CLI | None, argv: list[str]) -> str:
             skip = arg == "--ckpt_path"
             continue
         kept.append(arg)
-    return "resume with: python -m lstm_pl " + shlex.join([*kept, f"--ckpt_path={checkpoint}"])
+    return f"resume with: {command_prefix()} -m lstm_pl " + shlex.join([*kept, f"--ckpt_path={checkpoint}"])
 
 
 def main(args: list[str] | None = None) -> None:

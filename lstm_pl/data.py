@@ -237,6 +237,7 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
     def __init__(self, batch_size: PositiveInt = 10, sampling: Sampling = "with_replacement",
                  val_size: OpenUnitInterval = 0.1, split_seed: int = 1, sampling_seed: int = 0, num_workers: int = 0):
         super().__init__()
+        self.save_hyperparameters()  # every subclass's settings too (Lightning reads the __init__ chain): hparams.yaml, HPARAMS
         self.batch_size, self.sampling = batch_size, sampling
         self.val_size, self.split_seed, self.sampling_seed = val_size, split_seed, sampling_seed
         self.num_workers = num_workers

@@ -203,9 +203,10 @@ class LanguageModelTask(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss, tokens = self._loss(batch, "train")
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=tokens, sync_dist=True)
+        # Each step's values, under the tags every task logs (train/loss); the epochs' are val/*.
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=tokens, sync_dist=True)
         self.train_perplexity(loss.detach(), tokens)
-        self.log("train/perplexity", self.train_perplexity, on_step=True, on_epoch=True)
+        self.log("train/perplexity", self.train_perplexity, on_step=True, on_epoch=False)
         return loss
 
     def _evaluate(self, batch, stage: str) -> None:

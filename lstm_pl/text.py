@@ -333,6 +333,7 @@ class TextDataModule(pl.LightningDataModule):
                  seq_len: PositiveInt = 50, val_fraction: float = 0.05, test_fraction: float = 0.05,
                  eval_batch_size: PositiveInt = 10):
         super().__init__()
+        self.save_hyperparameters()  # hparams.yaml and TensorBoard's HPARAMS
         if path is None and url is None:
             raise ConfigError("data.init_args.path: give a corpus file (path) or a download (url + sha256)")
         if url is not None and (sha256 is None or not re.fullmatch(r"[0-9a-fA-F]{64}", sha256)):

@@ -7,7 +7,7 @@ clipping, and compare the two loss trajectories step by step.
     python -m parity.compare --config my.yaml --steps 50 --tolerance 1e-4 --model.init_args.hidden_size=20
 
 Extra ``--model.…``, ``--data.…``, ``--trainer.…`` arguments override the config, as with
-``python -m lstm_pl``. Each comparison writes, under one run folder (``runs/parity/version_<n>/``
+``python -m lstm_pl``. Each comparison writes, under one run folder (``parity_runs/version_<n>/``, outside ``runs/``
 unless ``--out``), ``<task>/report.json`` (both trajectories, both final validation losses, the
 differences, the verdict), ``<task>/overlay.png``, and TensorBoard scalars for ``pytorch``,
 ``tensorflow`` and ``difference``. Exit status: 0 if every comparison is within tolerance, 1 if
@@ -229,7 +229,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
                         f"{DEFAULT_STEPS['language_model']} for the language models)")
     parser.add_argument("--tolerance", type=float, help="largest relative loss difference allowed "
                         f"(default: {TOLERANCE['float32']:g} in float32, {TOLERANCE['float64']:g} in float64)")
-    parser.add_argument("--out", type=Path, help="run folder (default: runs/parity/version_<n>)")
+    parser.add_argument("--out", type=Path, help="run folder (default: parity_runs/version_<n>, outside the training runs)")
     parser.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads (default 1: the small "
                         "models run fastest on one, and more spin against other jobs on a busy machine)")
     parser.add_argument("--tensorflow", choices=pytorch_side.BACKENDS, default="keras",
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"parity: error: {error}", file=sys.stderr)
         return 2
-    run = args.out if args.out is not None else next_version(Path("runs") / "parity")
+    run = args.out if args.out is not None else next_version(Path("parity_runs"))
     existed = run.exists()
     reports, refused, skipped = [], [], []
     for path in paths:

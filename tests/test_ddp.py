@@ -46,7 +46,7 @@ def losses(run: Path, tag: str) -> list[float]:
 
 
 @pytest.mark.parametrize("task, tags", [("sine", ["train/loss", "train/loss_after_update"]),
-                                        ("shakespeare", ["train/loss_step", "train/perplexity_step"])])
+                                        ("shakespeare", ["train/loss", "train/perplexity"])])
 def test_two_processes_train_like_one(task, tags, tmp_path, request):
     """Every logged training value is the global one (the mean over the processes), as one process
     logs it, to float rounding: the loss, the after-update curve the figure draws, the perplexity."""

@@ -169,7 +169,7 @@ def test_the_language_model_resumed_with_accumulation_is_the_uninterrupted_run(d
     assert last["global_step"] == 4 and last["TextDataModule"]["windows_done_in_epoch"] == 2
     fit("shakespeare", tmp_path / "parts", "--trainer.max_steps=8", *settings,
         f"--ckpt_path={parts / 'checkpoints' / 'last.ckpt'}")
-    assert_same_run(parts, whole, "train/loss_step", 8)
+    assert_same_run(parts, whole, "train/loss", 8)
 
 
 class Batches(pl.Callback):

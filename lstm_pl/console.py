@@ -1,0 +1,155 @@
+"""What a run reports. On the console: Lightning's notes that tell a user nothing dropped where they
+are made (a filter on Lightning's loggers, warning filters by message); where no progress bar draws
+(output not a terminal) one line per validation, at most one every ``every_seconds``; a summary at
+the end (the metrics, the run folder, the checkpoints, the figures, the TensorBoard command). In
+TensorBoard: the hyperparameters beside the run's final metrics (``hp/*``), for the HPARAMS tab."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from .callbacks import run_folder
+
+# Lightning's INFO notes (rank_zero_info) that say nothing about this run, or what the summary says better.
+NOTES = re.compile(r"💡 Tip:|GPU available:|TPU available:|HPU available:|`Trainer\(val_check_interval=\d+\)` was configured"
+                   r"|`Trainer\.(fit|validate|test|predict)` stopped:")
+# Warnings of the pinned versions that ask nothing of the user: a deprecation inside Lightning's own
+# code, and what a resumed run or an evaluation of a run's checkpoint always meets.
+WARNINGS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"Checkpoint directory .* exists and is not empty",
+            r"The dirpath has changed from")
+
+
+class DropNotes(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not NOTES.search(record.getMessage())
+
+
+def quiet_lightning() -> None:
+    """Drop ``NOTES`` and ``WARNINGS`` (the command line calls this; importing changes nothing)."""
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, DropNotes) for f in logger.filters):
+            logger.addFilter(DropNotes())
+    for message in WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+
+
+def shown(path: str | Path) -> str:
+    """``path`` relative to the working directory where it lies inside it, as a user would type it."""
+    path = Path(os.path.abspath(path))  # not resolved: .venv/bin/python is a link to the base interpreter
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def command_prefix(program: str = "python") -> str:
+    """How this interpreter's ``program`` is spelled for the user: ``.venv/bin/python`` where it is
+    the checkout's virtual environment (as the README runs it), else ``python``."""
+    executable = Path(sys.executable)
+    here = executable.parent / program
+    inside = Path(os.path.abspath(executable)).is_relative_to(Path.cwd())
+    return shown(here) if inside and here.exists() else program
+
+
+def value(metric) -> str:
+    return f"{float(metric):.4g}" if isinstance(metric, (int, float, torch.Tensor)) else str(metric)
+
+
+class Report(pl.Callback):
+    """The run's progress and summary on standard output, and its ``hp/*`` metrics, from rank zero.
+
+    ``every_seconds``: the least time between two progress lines (a task that validates every step,
+    as sine does, would otherwise print hundreds); the first validation and the summary always print."""
+
+    def __init__(self, every_seconds: float = 10.0):
+        if not every_seconds >= 0:
+            raise ValueError(f"report.every_seconds must be >= 0, got {every_seconds}")
+        self.every_seconds = every_seconds
+        self._start = self._last_line = None
+        self._start_step = 0
+
+    def on_fit_start(self, trainer, pl_module):
+        self._start, self._start_step, self._last_line = time.perf_counter(), trainer.global_step, None
+
+    def on_validation_end(self, trainer, pl_module):
+        if (trainer.sanity_checking or trainer.state.fn != "fit" or not trainer.is_global_zero
+                or trainer.progress_bar_callback is not None or self._start is None):
+            return
+        now = time.perf_counter()
+        if self._last_line is not None and now - self._last_line < self.every_seconds:
+            return
+        self._last_line = now
+        print(f"{self.progress(trainer, now)}", flush=True)
+
+    def progress(self, trainer, now: float) -> str:
+        budget = f"/{trainer.max_steps}" if trainer.max_steps and trainer.max_steps > 0 else ""
+        metrics = trainer.callback_metrics
+        shown_metrics = [k for k in ("train/loss", *sorted(k for k in metrics if k.startswith("val/"))) if k in metrics]
+        rate = (trainer.global_step - self._start_step) / max(now - self._start, 1e-9)
+        return "  ".join([f"step {trainer.global_step}{budget}", *(f"{k} {value(metrics[k])}" for k in shown_metrics),
+                          f"{rate:.1f} steps/s"])
+
+    def on_fit_end(self, trainer, pl_module):
+        if not trainer.is_global_zero:
+            return
+        seconds = time.perf_counter() - (self._start or time.perf_counter())
+        lines = [f"fit done: {trainer.global_step} steps ({trainer.global_step - self._start_step} this run) "
+                 f"in {seconds:.0f} s, epoch {trainer.current_epoch}"]
+        metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/loss"))}
+        if metrics:
+            lines.append("  last: " + "  ".join(f"{k} {value(v)}" for k, v in sorted(metrics.items())))
+        checkpoint = trainer.checkpoint_callback
+        if checkpoint is not None and getattr(checkpoint, "best_model_path", ""):
+            lines.append(f"  best: {checkpoint.monitor} {value(checkpoint.best_model_score)}  {shown(checkpoint.best_model_path)}")
+        if checkpoint is not None and getattr(checkpoint, "last_model_path", ""):
+            lines.append(f"  last checkpoint: {shown(checkpoint.last_model_path)}")
+        lines += self.files(trainer)
+        print("\n".join(lines), flush=True)
+        final = {f"hp/{k.replace('/', '_')}": float(v) for k, v in metrics.items() if k.startswith("val/")}
+        if checkpoint is not None and checkpoint.best_model_score is not None:
+            final[f"hp/best_{checkpoint.monitor.replace('/', '_')}"] = float(checkpoint.best_model_score)
+        self.log_hyperparameters(trainer, pl_module, final)
+
+    def teardown(self, trainer, pl_module, stage):
+        if stage != "fit" and trainer.is_global_zero and not trainer.sanity_checking and trainer.loggers:
+            print("\n".join([f"{getattr(stage, 'value', stage)} done", *self.files(trainer)]), flush=True)
+            self.log_hyperparameters(trainer, pl_module, {f"hp/{k.replace('/', '_')}": float(v) for k, v in
+                                                          trainer.callback_metrics.items() if k.startswith(("val/", "test/"))})
+
+    @staticmethod
+    def log_hyperparameters(trainer, pl_module, metrics: dict[str, float]) -> None:
+        """The model's and the data's settings and the optimizer's, with ``metrics``: TensorBoard's
+        HPARAMS tab compares runs by them (Lightning logs none with ``default_hp_metric: false``)."""
+        if not metrics:
+            return
+        settings = lambda hparams: {k: v for k, v in dict(hparams or {}).items() if not k.startswith("_")}  # not the CLI's
+        params = {"model": settings(pl_module.hparams), "data": settings(getattr(trainer.datamodule, "hparams", None))}
+        for optimizer in trainer.optimizers[:1]:
+            params["optimizer"] = {"class": type(optimizer).__name__, **{k: v for k, v in optimizer.defaults.items()
+                                                                         if isinstance(v, (int, float, str, bool))}}
+        for logger in trainer.loggers:
+            logger.log_hyperparams(params, metrics)
+
+    @staticmethod
+    def files(trainer) -> list[str]:
+        """The run folder, its figures and the TensorBoard command (where a logger writes one)."""
+        if not trainer.loggers:
+            return []
+        folder = run_folder(trainer)
+        figures = sorted(p.name for p in folder.glob("*.png"))
+        lines = [f"  run folder: {shown(folder)}"]
+        if figures:
+            lines.append(f"  figures: {', '.join(figures)}")
+        save_dir = getattr(trainer.loggers[0], "save_dir", None) or trainer.loggers[0].root_dir
+        lines.append(f"  TensorBoard: {command_prefix('tensorboard')} --logdir {shown(save_dir)}")
+        return lines

@@ -1,0 +1,67 @@
+"""TensorBoard serves what docs/usage.md says a run holds: the loss scalars, the figures, and the
+hyperparameters with the run's final metrics (HPARAMS), read back through TensorBoard's own HTTP API
+from a server on 127.0.0.1 against a short run."""
+
+import json
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from lstm_pl.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str, body: dict | None = None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A 6-step sine run and a TensorBoard server over its save_dir; yields the server's URL."""
+    from tensorboard import program
+
+    main(["fit", "--config", str(ROOT / "configs" / "sine.yaml"), "--trainer.max_steps=6",
+          f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    board = program.TensorBoard()
+    board.configure(argv=[None, "--logdir", str(tmp_path), "--host", "127.0.0.1", "--port", str(free_port()),
+                          "--load_fast", "false", "--reload_interval", "1"])
+    url = board.launch().rstrip("/")
+    yield url
+    board._server.shutdown() if hasattr(board, "_server") else None
+
+
+def wait_for(fetch, ready, seconds: float = 30.0):
+    deadline = time.monotonic() + seconds
+    while True:
+        value = fetch()
+        if ready(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.5)
+
+
+def test_tensorboard_serves_the_scalars_figures_and_hparams(served):
+    run = "sine/version_0"
+    scalars = wait_for(lambda: get(f"{served}/data/plugin/scalars/tags"), lambda tags: run in tags)
+    assert {"train/loss", "train/loss_after_update", "val/loss", "val/closed_loop_mse"} <= set(scalars[run])
+    assert "epoch" not in scalars[run]  # the step is the axis; no epoch card comes first
+    images = get(f"{served}/data/plugin/images/tags")
+    assert {"loss_curves", "waveform"} <= set(images[run])
+    experiment = wait_for(lambda: get(f"{served}/data/plugin/hparams/experiment", {"experimentName": ""}),
+                          lambda e: e.get("metricInfos"))
+    metrics = {info["name"]["tag"] for info in experiment["metricInfos"]}
+    assert {"hp/val_loss", "hp/best_val_loss"} <= metrics
+    hparams = {info["name"] for info in experiment["hparamInfos"]}
+    assert {"model/net/hidden_size", "model/net/cell", "data/batch_size", "optimizer/lr"} <= hparams, hparams
