@@ -64,7 +64,7 @@ class OneLineErrorParser(LightningArgumentParser):
     command_line: list[str] = []  # what is being parsed, to name keys as typed
 
     def error(self, message: str, ex: Exception | None = None):  # jsonargparse's hook
-        name = (self.prog or "lstm_pl").split()[0].replace("__main__.py", "lstm_pl")
+        name = (self.prog or "lstm_pl").removeprefix("python -m ").split()[0].replace("__main__.py", "lstm_pl")
         line = one_line(message, OneLineErrorParser.command_line)
         if re.search(r"Option '[^']+' is not accepted", line):  # what a nested model:/data: mapping in a variant gives
             line += ("; in a config that starts from another (config: TASK.yaml), write each setting as one dotted "

@@ -178,7 +178,7 @@ def test_generate_with_a_damaged_file_is_one_line(short_fit, tmp_path, capsys, b
     with pytest.raises(SystemExit) as exit_:
         main(["--run", str(run), "--tokenizer", str(tokenizer), "--prompt", PROMPT])
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert exit_.value.code == 2 and len(lines) == 1 and f"error: {key}: {bad} is not a readable" in lines[0], lines
+    assert exit_.value.code == 2 and len(lines) == 1 and lines[0].startswith(f"lstm_pl.generate: error: {key}: {bad} is not a readable"), lines
 
 
 def test_test_from_checkpoint_rebuilds_the_net(short_fit, corpus_args, tmp_path):
