@@ -55,10 +55,14 @@ def shown(path: str | Path) -> str:
 def command_prefix(program: str = "python") -> str:
     """How this interpreter's ``program`` is spelled for the user: ``.venv/bin/python`` where it is
     the checkout's virtual environment (as the README runs it), else ``python``."""
-    executable = Path(sys.executable)
-    here = executable.parent / program
-    inside = Path(os.path.abspath(executable)).is_relative_to(Path.cwd())
-    return shown(here) if inside and here.exists() else program
+    here = Path(sys.executable).parent / program
+    spelled = shown(here)
+    return spelled if here.exists() and not Path(spelled).is_absolute() else program
+
+
+def hp_metrics(metrics: dict, prefixes: tuple[str, ...]) -> dict[str, float]:
+    """``metrics`` under ``prefixes`` as HPARAMS metric tags: ``val/loss`` -> ``hp/val_loss``."""
+    return {f"hp/{k.replace('/', '_')}": float(v) for k, v in metrics.items() if k.startswith(prefixes)}
 
 
 def value(metric) -> str:
@@ -89,7 +93,7 @@ class Report(pl.Callback):
         if self._last_line is not None and now - self._last_line < self.every_seconds:
             return
         self._last_line = now
-        print(f"{self.progress(trainer, now)}", flush=True)
+        print(self.progress(trainer, now), flush=True)
 
     def progress(self, trainer, now: float) -> str:
         budget = f"/{trainer.max_steps}" if trainer.max_steps and trainer.max_steps > 0 else ""
@@ -115,16 +119,15 @@ class Report(pl.Callback):
             lines.append(f"  last checkpoint: {shown(checkpoint.last_model_path)}")
         lines += self.files(trainer)
         print("\n".join(lines), flush=True)
-        final = {f"hp/{k.replace('/', '_')}": float(v) for k, v in metrics.items() if k.startswith("val/")}
+        final = hp_metrics(metrics, ("val/",))
         if checkpoint is not None and checkpoint.best_model_score is not None:
-            final[f"hp/best_{checkpoint.monitor.replace('/', '_')}"] = float(checkpoint.best_model_score)
+            final.update(hp_metrics({f"best/{checkpoint.monitor}": checkpoint.best_model_score}, ("best/",)))
         self.log_hyperparameters(trainer, pl_module, final)
 
     def teardown(self, trainer, pl_module, stage):
         if stage != "fit" and trainer.is_global_zero and not trainer.sanity_checking and trainer.loggers:
             print("\n".join([f"{getattr(stage, 'value', stage)} done", *self.files(trainer)]), flush=True)
-            self.log_hyperparameters(trainer, pl_module, {f"hp/{k.replace('/', '_')}": float(v) for k, v in
-                                                          trainer.callback_metrics.items() if k.startswith(("val/", "test/"))})
+            self.log_hyperparameters(trainer, pl_module, hp_metrics(trainer.callback_metrics, ("val/", "test/")))
 
     @staticmethod
     def log_hyperparameters(trainer, pl_module, metrics: dict[str, float]) -> None:

@@ -30,7 +30,7 @@ def get(url: str, body: dict | None = None):
 
 @pytest.fixture
 def served(tmp_path):
-    """A 6-step sine run and a TensorBoard server over its save_dir; yields the server's URL."""
+    """A 6-step sine run and a TensorBoard server over its save_dir; the server's URL."""
     from tensorboard import program
 
     main(["fit", "--config", str(ROOT / "configs" / "sine.yaml"), "--trainer.max_steps=6",
@@ -38,9 +38,7 @@ def served(tmp_path):
     board = program.TensorBoard()
     board.configure(argv=[None, "--logdir", str(tmp_path), "--host", "127.0.0.1", "--port", str(free_port()),
                           "--load_fast", "false", "--reload_interval", "1"])
-    url = board.launch().rstrip("/")
-    yield url
-    board._server.shutdown() if hasattr(board, "_server") else None
+    return board.launch().rstrip("/")  # a daemon thread: TensorBoard's launch() has no stop; it ends with the worker
 
 
 def wait_for(fetch, ready, seconds: float = 30.0):
