@@ -16,6 +16,7 @@ import torch
 from jsonargparse.typing import OpenUnitInterval, PositiveInt
 from matplotlib.figure import Figure
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from .errors import ConfigError, TrainingError
 from .files import atomic_write
@@ -30,6 +31,31 @@ class StepLogger(TensorBoardLogger):
     def log_metrics(self, metrics, step=None):
         super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
 
+    @rank_zero_only
+    def log_hyperparams(self, params, metrics=None, step=None):
+        """Lightning's, except that ``metrics`` names tags the run has written already (``val/loss``,
+        ``test/loss``...): HPARAMS reads each one's last value from the run, so they are registered,
+        not written again (Lightning would write a copy at step 0: a stray point, and an ``hp`` card
+        group the dashboard would open on)."""
+        super().log_hyperparams(params)  # hparams.yaml; no summary (default_hp_metric: false)
+        if metrics:
+            from torch.utils.tensorboard.summary import hparams as hparams_summary  # as Lightning does: not at import
+
+            values = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flat(params, "/").items()}
+            for summary in hparams_summary(values, dict.fromkeys(metrics, 0.0)):
+                self.experiment.file_writer.add_summary(summary, step)
+
+
+def flat(settings: dict, separator: str = ".", prefix: str = "") -> dict:
+    """``{"net": {"hidden_size": 50}}`` as ``{"net.hidden_size": 50}`` (keys joined by ``separator``)."""
+    items = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            items.update(flat(value, separator, f"{prefix}{key}{separator}"))
+        else:
+            items[f"{prefix}{key}"] = value
+    return items
+
 
 def run_folder(trainer: pl.Trainer) -> Path:
     """Where a run's files go: the logger's version folder (``runs/<name>/version_<n>``). Read from
@@ -38,14 +64,16 @@ def run_folder(trainer: pl.Trainer) -> Path:
     return Path(log_dir or trainer.default_root_dir)
 
 
-def save_figure(trainer: pl.Trainer, figure: Figure, name: str) -> Path:
-    """Write ``figure`` as ``<run folder>/<name>.png`` (atomically) and add it to TensorBoard."""
+def save_figure(trainer: pl.Trainer, figure: Figure, name: str, tag: str) -> Path:
+    """Write ``figure`` as ``<run folder>/<name>.png`` (atomically) and add it to TensorBoard as
+    ``tag``: ``<split>/<what>``, beside the scalars of the split it shows (TensorBoard's dashboard
+    groups cards by the part before the slash, scalars first: a run opens on its loss curves)."""
     path = run_folder(trainer) / f"{name}.png"
     with atomic_write(path) as partial:
         figure.savefig(partial, format="png", dpi=110, bbox_inches="tight")
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_figure(name, figure, global_step=trainer.global_step, close=False)
+            logger.experiment.add_figure(tag, figure, global_step=trainer.global_step, close=False)
     return path
 
 
@@ -80,7 +108,8 @@ def weights_finite(module: torch.nn.Module) -> bool:
 class FigureCallback(pl.Callback, abc.ABC):
     """A figure drawn by ``draw`` when fit ends, and when it is interrupted (SIGTERM, SIGINT, a
     stop on a non-finite loss) from weights that are still finite, so a stopped run shows what it
-    reached."""
+    reached; none for a run stopped before its first step (a setting refused at set-up): it has
+    nothing to show, and its run folder stays empty."""
 
     @abc.abstractmethod
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -91,7 +120,7 @@ class FigureCallback(pl.Callback, abc.ABC):
             self.draw(trainer, pl_module)
 
     def on_exception(self, trainer, pl_module, exception):
-        if trainer.is_global_zero and trainer.state.fn == "fit" and weights_finite(pl_module):
+        if trainer.is_global_zero and trainer.state.fn == "fit" and trainer.global_step > 0 and weights_finite(pl_module):
             self.draw(trainer, pl_module)
 
 
@@ -155,7 +184,7 @@ class LossCurves(FigureCallback):
                 ax.plot(steps, torch.stack(values).float().cpu().numpy(), label=label)
         ax.set(xlabel="step", ylabel="loss", yscale="log" if self.log_scale else "linear", title="Loss curves")
         ax.legend()
-        save_figure(trainer, figure, "loss_curves")
+        save_figure(trainer, figure, "loss_curves", "train/loss_curves")
 
 
 class SineWaveform(FigureCallback):
@@ -200,7 +229,7 @@ class SineWaveform(FigureCallback):
         ax.axvline(wave.window - 0.5, color="0.8", lw=0.8)
         ax.set(xlabel="t", ylabel="f(t)", title="Sine wave: one-step and closed-loop predictions")
         ax.legend(loc="lower left", fontsize=8)
-        save_figure(trainer, figure, "waveform")
+        save_figure(trainer, figure, "waveform", "val/waveform")
 
 
 class PredictionScatter(FigureCallback):
@@ -214,7 +243,7 @@ class PredictionScatter(FigureCallback):
         ax.plot([0, 2], [0, 2], "k--", lw=1)
         mse = float(torch.mean((predictions - targets) ** 2))
         ax.set(xlabel="target", ylabel="prediction", title=f"Validation predictions (MSE {mse:.4f})")
-        save_figure(trainer, figure, "predictions")
+        save_figure(trainer, figure, "predictions", "val/predictions")
 
 
 class ClassificationFigures(FigureCallback):
@@ -248,7 +277,7 @@ class ClassificationFigures(FigureCallback):
                         color="white" if count > matrix.max() / 2 else "black")
         ax.set(xticks=range(classes), yticks=range(classes), xlabel="predicted", ylabel="true",
                title=f"Confusion matrix, {stage} ({len(targets)} images, accuracy {accuracy:.2%})")
-        save_figure(trainer, figure, f"confusion_matrix{suffix}")
+        save_figure(trainer, figure, f"confusion_matrix{suffix}", f"{stage}/confusion_matrix")
 
         wrong = misclassified[: self.max_images]
         columns = 8
@@ -261,7 +290,7 @@ class ClassificationFigures(FigureCallback):
             ax.axis("off")
         figure.suptitle(f"Misclassified, {stage}: {len(misclassified)} of {len(targets)}"
                         f" (true -> predicted; the first {len(wrong)})", fontsize=9)
-        save_figure(trainer, figure, f"misclassified{suffix}")
+        save_figure(trainer, figure, f"misclassified{suffix}", f"{stage}/misclassified")
 
     def on_test_end(self, trainer, pl_module):
         if trainer.is_global_zero:

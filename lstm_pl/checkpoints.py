@@ -12,7 +12,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from .callbacks import weights_finite
+from .callbacks import flat, weights_finite
 from .errors import ConfigError
 from .files import atomic_write, remove_stale_partials
 
@@ -142,17 +142,6 @@ def importable(class_path: str) -> type | None:
 # Model settings the data decides (linked by the CLI when the classes are made): a checkpoint of
 # other data differs in its data class, and a language model's vocabulary is checked on loading.
 LINKED = {"net.input_size", "net.vocab_size", "net.output_size"}
-
-
-def flat(settings: dict, prefix: str = "") -> dict:
-    """``{"net": {"hidden_size": 50}}`` as ``{"net.hidden_size": 50}``."""
-    items = {}
-    for key, value in settings.items():
-        if isinstance(value, dict):
-            items.update(flat(value, f"{prefix}{key}."))
-        else:
-            items[f"{prefix}{key}"] = value
-    return items
 
 
 def check_checkpoint_fits(path: str | Path, config, resuming: bool) -> None:

@@ -2,7 +2,7 @@
 are made (a filter on Lightning's loggers, warning filters by message); where no progress bar draws
 (output not a terminal) one line per validation, at most one every ``every_seconds``; a summary at
 the end (the metrics, the run folder, the checkpoints, the figures, the TensorBoard command). In
-TensorBoard: the hyperparameters beside the run's final metrics (``hp/*``), for the HPARAMS tab."""
+TensorBoard: the hyperparameters beside the run's final metrics (its last ``val/*``, ``test/*``), for the HPARAMS tab."""
 
 from __future__ import annotations
 
@@ -61,8 +61,8 @@ def command_prefix(program: str = "python") -> str:
 
 
 def hp_metrics(metrics: dict, prefixes: tuple[str, ...]) -> dict[str, float]:
-    """``metrics`` under ``prefixes`` as HPARAMS metric tags: ``val/loss`` -> ``hp/val_loss``."""
-    return {f"hp/{k.replace('/', '_')}": float(v) for k, v in metrics.items() if k.startswith(prefixes)}
+    """The tags of ``metrics`` under ``prefixes``, HPARAMS's metrics (each one's last value in the run)."""
+    return {k: float(v) for k, v in metrics.items() if k.startswith(prefixes)}
 
 
 def value(metric) -> str:
@@ -70,7 +70,7 @@ def value(metric) -> str:
 
 
 class Report(pl.Callback):
-    """The run's progress and summary on standard output, and its ``hp/*`` metrics, from rank zero.
+    """The run's progress and summary on standard output, and its HPARAMS metrics, from rank zero.
 
     ``every_seconds``: the least time between two progress lines (a task that validates every step,
     as sine does, would otherwise print hundreds); the first validation and the summary always print."""
@@ -119,10 +119,7 @@ class Report(pl.Callback):
             lines.append(f"  last checkpoint: {shown(checkpoint.last_model_path)}")
         lines += self.files(trainer)
         print("\n".join(lines), flush=True)
-        final = hp_metrics(metrics, ("val/",))
-        if checkpoint is not None and checkpoint.best_model_score is not None:
-            final.update(hp_metrics({f"best/{checkpoint.monitor}": checkpoint.best_model_score}, ("best/",)))
-        self.log_hyperparameters(trainer, pl_module, final)
+        self.log_hyperparameters(trainer, pl_module, hp_metrics(metrics, ("val/",)))
 
     def teardown(self, trainer, pl_module, stage):
         if stage != "fit" and trainer.is_global_zero and not trainer.sanity_checking and trainer.loggers:
@@ -141,7 +138,7 @@ class Report(pl.Callback):
             params["optimizer"] = {"class": type(optimizer).__name__, **{k: v for k, v in optimizer.defaults.items()
                                                                          if isinstance(v, (int, float, str, bool))}}
         for logger in trainer.loggers:
-            logger.log_hyperparams(params, metrics)
+            logger.log_hyperparams(params, metrics, step=trainer.global_step)
 
     @staticmethod
     def files(trainer) -> list[str]:

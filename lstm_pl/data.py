@@ -164,6 +164,8 @@ def loader(dataset, **settings) -> DataLoader:
     """A ``DataLoader`` that seeds each iterator from a generator of its own, not from torch's
     global one: starting an epoch or a validation then leaves the global stream (dropout's masks)
     where it was, so that a resumed run sees the stream the uninterrupted one saw."""
+    if isinstance(dataset, Rows):
+        settings.setdefault("collate_fn", Rows.collate)
     return DataLoader(dataset, generator=torch.Generator().manual_seed(0), **settings)
 
 
@@ -181,6 +183,30 @@ def batches_drawn(trainer: pl.Trainer, in_epoch: bool = False) -> int:
     and a checkpoint may be saved between two steps (a validation every n batches)."""
     progress = trainer.fit_loop.epoch_loop.batch_progress
     return (progress.current if in_epoch else progress.total).processed
+
+
+def memory_available() -> int | None:
+    """Bytes of memory this machine can still hand out (Linux's ``MemAvailable``); None elsewhere."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_batch_fits(rows: TensorDataset, batch: int, key: str = "batch_size") -> None:
+    """Refuse, before anything is drawn, a training batch whose rows alone need more memory than
+    the machine has free (``data.init_args.<key>``): drawn with replacement, a batch may be far
+    larger than the data, and assembling it would otherwise end in the kernel's out-of-memory kill,
+    with nothing said. What the model needs beyond the batch is left to the allocator's own error."""
+    row_bytes = sum(tensor[0].numel() * tensor.element_size() for tensor in rows.tensors)
+    need, free = batch * row_bytes, memory_available()
+    if free is not None and need > free:
+        raise ConfigError(f"data.init_args.{key} ({batch}): one batch's rows need {need / 2**30:.1f} GiB, more than the "
+                          f"{free / 2**30:.1f} GiB of memory free; lower it")
 
 
 def share(batch_size: int, world: int, key: str = "batch_size") -> int:
@@ -206,10 +232,27 @@ class Arrays:
     test: tuple[np.ndarray, np.ndarray] | None = None
 
 
-def as_dataset(x: np.ndarray, y: np.ndarray) -> TensorDataset:
+class Rows(TensorDataset):
+    """Rows held in tensors, fetched a whole batch at a time: the DataLoader hands ``__getitems__``
+    the batch's indices and gets ``[x[indices], y[indices]]``, one indexing per tensor, where a row
+    at a time costs a Python call per row and a stack (and a batch of millions minutes before its
+    first step). The values and their order are the row-at-a-time batch's. Load it with
+    ``collate_fn=Rows.collate``."""
+
+    def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
+        index = torch.tensor(indices, dtype=torch.long)
+        return [tensor[index] for tensor in self.tensors]
+
+    @staticmethod
+    def collate(batch: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``__getitems__`` has made the batch already (a list, as ``default_collate`` makes one)."""
+        return batch
+
+
+def as_dataset(x: np.ndarray, y: np.ndarray) -> Rows:
     """float32 inputs; float32 targets, or int64 class labels where ``y`` holds integers."""
     labels = np.issubdtype(y.dtype, np.integer)
-    return TensorDataset(torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.long if labels else torch.float32))
+    return Rows(torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.long if labels else torch.float32))
 
 
 class ArrayDataModule(pl.LightningDataModule, abc.ABC):
@@ -270,7 +313,19 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
         raise ConfigError(f"data.init_args.sampling: original continues the numpy stream that generated the data; "
                           f"{type(self).__name__} generates none (use with_replacement or epochs)")
 
+    def prepare_data(self) -> None:
+        """Before the run writes anything (Lightning calls it ahead of the loggers): a training batch
+        too large for this machine's memory is refused here (``check_batch_fits``)."""
+        if self.trainer is not None and self.trainer.state.fn == "fit":
+            self.load_arrays()
+            local = share(self.batch_size, processes(self)[1])
+            check_batch_fits(self.train_set, local if self.sampling != "epochs" else min(local, len(self.train_set)))
+
     def setup(self, stage: str | None = None) -> None:
+        self.load_arrays()
+
+    def load_arrays(self) -> None:
+        """``load`` once; the training, validation and test sets."""
         if self.x is not None:
             return
         arrays = self.load()
@@ -311,7 +366,7 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
         return loader(self.test_set, batch_size=max(self.batch_size, 256), num_workers=self.num_workers)
 
     def predict_dataloader(self) -> DataLoader:
-        return loader(TensorDataset(torch.tensor(self.x[self.val_idx], dtype=torch.float32)),
+        return loader(Rows(torch.tensor(self.x[self.val_idx], dtype=torch.float32)),
                           batch_size=max(self.batch_size, 256))
 
 

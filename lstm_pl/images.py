@@ -154,6 +154,7 @@ class MNISTDataModule(ImageSequenceDataModule):
                 raise ConfigError(f"data.init_args.sha256: no SHA-256 for {name}, which would be downloaded")
             download(self.url + name, self.sha256[name], self.folder / name, "data.init_args.url",
                      f"data.init_args.sha256.{name}")
+        super().prepare_data()
 
     def read(self, stem: str) -> np.ndarray:
         path = self.file(stem)

@@ -10,7 +10,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lstm_pl import LossCurves
+from lstm_pl import LossCurves, data
 from lstm_pl.cli import CLI, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ def test_sine_fit_lowers_loss_and_leaves_artifacts(config_path, tmp_path):
     events = EventAccumulator(str(run))
     events.Reload()
     assert {"train/loss", "val/loss", "val/closed_loop_mse"} <= set(events.Tags()["scalars"])
-    assert {"loss_curves", "waveform"} <= set(events.Tags()["images"])
+    assert {"train/loss_curves", "val/waveform"} <= set(events.Tags()["images"])
     assert events.Tags()["graph"] and any("lstm" in node.op for node in events.Graph().node)  # log_graph
     assert "hidden_size" in (run / "hparams.yaml").read_text()
 
@@ -106,6 +106,32 @@ def test_what_the_machine_or_an_optimizer_refuses_is_one_line(config_path, tmp_p
                           f"--trainer.logger.init_args.save_dir={tmp_path}")
     assert line.startswith(f"lstm_pl: error: {says}"), line
     assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_a_batch_larger_than_memory_is_refused_before_it_is_drawn(config_path, tmp_path, capsys):
+    """Drawn with replacement, a batch can be far larger than the data: one whose rows alone exceed
+    the free memory is one line naming the key, at once and before the run writes anything, not an
+    allocation that runs for minutes or ends in the kernel's out-of-memory kill."""
+    free = data.memory_available()
+    if free is None:
+        pytest.skip("no /proc/meminfo: the check needs Linux's MemAvailable")
+    row_bytes = 250 * 2 * 4 + 4  # an adding sequence (T=250, signal and mask) and its target, float32
+    batch = 2 * free // row_bytes
+    line = one_error_line(capsys, "fit", "--config", config_path("adding"), f"--data.init_args.batch_size={batch}",
+                          f"--trainer.logger.init_args.save_dir={tmp_path}")
+    assert line.startswith(f"lstm_pl: error: data.init_args.batch_size ({batch}): one batch's rows need "), line
+    assert not [path for path in tmp_path.rglob("*") if path.is_file()]
+
+
+def test_batches_are_fetched_whole_and_equal_row_by_row():
+    """``Rows`` hands the DataLoader a batch in one indexing: the same values, order and types as
+    the row-at-a-time batch of a plain TensorDataset."""
+    x, y = torch.randn(50, 7, 2), torch.randint(0, 3, (50,))
+    order = [3, 3, 49, 0, 17, 8, 8, 1]
+    batched = data.loader(data.Rows(x, y), batch_size=4, sampler=order)
+    plain = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4, sampler=order)
+    for (bx, by), (px, py) in zip(batched, plain, strict=True):
+        assert torch.equal(bx, px) and torch.equal(by, py) and by.dtype == py.dtype
 
 
 def test_config_files_as_users_write_them(config_path, tmp_path, capsys):

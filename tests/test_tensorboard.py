@@ -5,6 +5,7 @@ from a server on 127.0.0.1 against a short run."""
 import json
 import socket
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -56,10 +57,22 @@ def test_tensorboard_serves_the_scalars_figures_and_hparams(served):
     assert {"train/loss", "train/loss_after_update", "val/loss", "val/closed_loop_mse"} <= set(scalars[run])
     assert "epoch" not in scalars[run]  # the step is the axis; no epoch card comes first
     images = get(f"{served}/data/plugin/images/tags")
-    assert {"loss_curves", "waveform"} <= set(images[run])
+    assert {"train/loss_curves", "val/waveform"} <= set(images[run])
+    # The dashboard groups cards by the part of the tag before its slash, in name order: every card
+    # in a split's group, so the first group a run opens on is train's, its loss curves first.
+    groups = {tag.split("/")[0] for tag in [*scalars[run], *images[run]]}
+    assert groups == {"train", "val"}, groups
     experiment = wait_for(lambda: get(f"{served}/data/plugin/hparams/experiment", {"experimentName": ""}),
                           lambda e: e.get("metricInfos"))
     metrics = {info["name"]["tag"] for info in experiment["metricInfos"]}
-    assert {"hp/val_loss", "hp/best_val_loss"} <= metrics
+    assert {"val/loss", "val/closed_loop_mse"} <= metrics <= set(scalars[run])  # registered, not copied
     hparams = {info["name"] for info in experiment["hparamInfos"]}
     assert {"model/net/hidden_size", "model/net/cell", "data/batch_size", "optimizer/lr"} <= hparams, hparams
+    # HPARAMS shows each metric's last value: the last validation's.
+    sessions = get(f"{served}/data/plugin/hparams/session_groups",
+                   {"experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS"],
+                    "colParams": [], "startIndex": 0, "sliceSize": 10})
+    values = {m["name"]["tag"]: m for m in sessions["sessionGroups"][0]["metricValues"]}
+    points = get(f"{served}/data/plugin/scalars/scalars?run={urllib.parse.quote(run)}&tag=val/loss")
+    assert [step for _, step, _ in points] == list(range(6))  # one point a validation: no copy at step 0 or at the end
+    assert values["val/loss"]["value"] == pytest.approx(points[-1][2]) and values["val/loss"]["trainingStep"] == 5
