@@ -43,14 +43,24 @@ def test_sine_fit_lowers_loss_and_leaves_artifacts(config_path, tmp_path):
     assert "hidden_size" in (run / "hparams.yaml").read_text()
 
 
-def test_validate_test_predict_from_checkpoint(config_path, tmp_path):
+def test_validate_test_predict_from_checkpoint(config_path, tmp_path, capsys):
+    """Each writes into the run its checkpoint belongs to (<run>/<subcommand>/version_0), says where,
+    and leaves the task's folder holding that one run: the next fit's version number is unchanged."""
     cli = fit(config_path("sine_rnn"), tmp_path, "--trainer.max_steps=2")
-    ckpt = str(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt")
+    run = Path(cli.trainer.log_dir)
+    ckpt = str(run / "checkpoints" / "last.ckpt")
     for command in ("validate", "test", "predict"):
-        run = CLI(args=[command, "--config", config_path("sine_rnn"), f"--ckpt_path={ckpt}",
-                        f"--trainer.logger.init_args.save_dir={tmp_path / command}"])
-        assert run.trainer.state.finished
-        assert run.trainer.state.fn == command
+        capsys.readouterr()
+        done = CLI(args=[command, "--config", config_path("sine_rnn"), f"--ckpt_path={ckpt}",
+                         f"--trainer.logger.init_args.save_dir={tmp_path}"])
+        assert done.trainer.state.finished and done.trainer.state.fn == command
+        assert Path(done.trainer.log_dir) == run / command / "version_0"
+        out = capsys.readouterr().out
+        assert f"{command} done" in out and str(run / command / "version_0") in out, out
+    assert sorted(p.name for p in (tmp_path / "sine_rnn").iterdir()) == ["version_0"]
+    events = EventAccumulator(str(run / "test" / "version_0"))
+    events.Reload()
+    assert {"test/loss"} <= set(events.Tags()["scalars"])
 
 
 def test_print_config_composes_a_variant_onto_its_base(config_path, capsys):
