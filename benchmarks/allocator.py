@@ -1,5 +1,5 @@
 """What keeping freed memory buys: a language-model training step with glibc's default allocator
-thresholds and with ``lstm_pl.cli.keep_freed_memory`` (which every CLI run calls).
+thresholds and with ``lstm_pl.runtime.keep_freed_memory`` (which every entry point calls).
 
     OMP_NUM_THREADS=1 python -m benchmarks.allocator [--steps 15]
 
@@ -15,7 +15,7 @@ import sys
 STEP = """
 import resource, sys, time, torch
 from lstm_pl import LanguageModelSettings, WordLanguageModel
-from lstm_pl.cli import keep_freed_memory
+from lstm_pl.runtime import keep_freed_memory
 torch.set_num_threads(1)
 if sys.argv[1] == "kept":
     keep_freed_memory()

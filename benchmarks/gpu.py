@@ -16,7 +16,7 @@ import tempfile
 import torch
 
 from benchmarks.tasks import TASKS, port
-from lstm_pl.cli import quiet_start
+from lstm_pl import runtime
 
 
 def main() -> None:
@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     args = parser.parse_args()
-    quiet_start()
+    runtime.start()
     cudnn = torch.backends.cudnn
     print(f"torch {torch.__version__}; CUDA {torch.version.cuda}, available: {torch.cuda.is_available()}"
           f"{', ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ''}; cuDNN available: "

@@ -37,7 +37,8 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from lstm_pl.cli import CLI, quiet_start
+from lstm_pl import runtime
+from lstm_pl.cli import CLI
 from parity import pytorch_side
 
 # task: (config, the original's batch, a large batch, what a sample is, warm-up steps, timed steps)
@@ -169,7 +170,7 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    quiet_start()
+    runtime.start()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     torch.set_num_threads(1)
     import tensorflow as tf

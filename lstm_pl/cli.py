@@ -16,17 +16,13 @@ task's next fit keeps its version number.
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import logging
 import math
 import re
 import shlex
 import signal
 import sys
 import tempfile
-import types
-import warnings
 from pathlib import Path
 
 import torch
@@ -35,12 +31,12 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from .callbacks import NonFiniteLoss
 from .checkpoints import Checkpoints, check_checkpoint_fits
-from .console import Report, command_prefix, quiet_lightning
-from .errors import ConfigError, TrainingError
+from . import runtime
+from .console import Report, command_prefix
+from .errors import ConfigError, TrainingError, cause
 
 BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc malloc.h: mallopt parameters
 
 
 def one_line(message: str, args: list[str] = ()) -> str:
@@ -86,10 +82,6 @@ class CLI(LightningCLI):
         base = {"default_config_files": [str(BASE_CONFIG)]}
         parser_kwargs = {name: base for name in SUBCOMMANDS} if run else base
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})  # a resumed run rewrites its config.yaml
-        # Denormal floats (below ~1e-38 in float32) count as zero, as TensorFlow has them on the CPU: a plain
-        # RNN's vanishing gradients otherwise make every step of adding_solve_rnn 4.3x slower.
-        torch.set_flush_denormal(True)
-        keep_freed_memory()
         super().__init__(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
                          parser_class=OneLineErrorParser, parser_kwargs=parser_kwargs, args=args, run=run, **kwargs)
 
@@ -196,43 +188,6 @@ def known_failure(error: BaseException) -> str | None:
     return None
 
 
-def keep_freed_memory() -> None:
-    """Large tensors from the heap, and freed memory kept there for the next step (glibc's
-    ``mallopt``; elsewhere nothing). By default glibc maps every block over 32 MB afresh and unmaps
-    it when freed, so the language model's (100 × 50 × 2,610) logits and their gradient cost
-    hundreds of thousands of page faults a step: a third of its step time spent in the kernel."""
-    if sys.platform != "linux":
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (musl, ...): its allocator has no such thresholds
-        return
-    libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)
-    libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
-
-
-def cause(error: BaseException | None, kinds: type | tuple[type, ...] = ConfigError) -> BaseException | None:
-    """The error of one of ``kinds`` behind ``error``, if any (jsonargparse and Lightning wrap what
-    a constructor or a hook raises)."""
-    while error is not None and not isinstance(error, kinds):
-        error = error.__cause__ or error.__context__
-    return error
-
-
-def quiet_start() -> None:
-    """What the command line sets up before it starts (never at import):
-    - TensorBoard's writer imports all of TensorFlow when it is installed (it is, for the parity
-      harness), costing seconds and a screen of log lines; writing event files needs none of it,
-      and the module TensorBoard's own no-TensorFlow build provides selects its stub instead;
-    - tracing the model for TensorBoard's graph warns about every shape check it records;
-    - "Seed set to N" would come before a config error's one line (the seed is in config.yaml);
-    - Lightning's notes and warnings that tell the user nothing (``console.quiet_lightning``)."""
-    sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
-    quiet_lightning()
-    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # log_graph's trace: the graph is fine
-    logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)
-
-
 def resume_command(cli: CLI | None, argv: list[str]) -> str:
     """The command that resumes ``cli``'s run from its ``last.ckpt``."""
     checkpoint = getattr(getattr(getattr(cli, "trainer", None), "checkpoint_callback", None), "last_model_path", "")
@@ -248,7 +203,7 @@ def resume_command(cli: CLI | None, argv: list[str]) -> str:
 
 
 def main(args: list[str] | None = None) -> None:
-    quiet_start()
+    runtime.start()
     argv = list(sys.argv[1:] if args is None else args)
     received: list[int] = []
 

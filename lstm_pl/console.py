@@ -6,42 +6,15 @@ TensorBoard: the hyperparameters beside the run's final metrics (its last ``val/
 
 from __future__ import annotations
 
-import logging
 import os
-import re
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 
 from .callbacks import run_folder
-
-# Lightning's INFO notes (rank_zero_info) that say nothing about this run, or what the summary says better.
-NOTES = re.compile(r"💡 Tip:|GPU available:|TPU available:|HPU available:|`Trainer\(val_check_interval=\d+\)` was configured"
-                   r"|`Trainer\.(fit|validate|test|predict)` stopped:")
-# Warnings of the pinned versions that ask nothing of the user: a deprecation inside Lightning's own
-# code, and what a resumed run or an evaluation of a run's checkpoint always meets.
-WARNINGS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"Checkpoint directory .* exists and is not empty",
-            r"The dirpath has changed from")
-
-
-class DropNotes(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not NOTES.search(record.getMessage())
-
-
-def quiet_lightning() -> None:
-    """Drop ``NOTES`` and ``WARNINGS`` (the command line calls this; importing changes nothing)."""
-    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, DropNotes) for f in logger.filters):
-            logger.addFilter(DropNotes())
-    for message in WARNINGS:
-        warnings.filterwarnings("ignore", message=message)
-
 
 def shown(path: str | Path) -> str:
     """``path`` relative to the working directory where it lies inside it, as a user would type it."""

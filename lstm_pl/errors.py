@@ -1,5 +1,7 @@
 """The errors lstm_pl reports as a single line (``cli.main``), naming the key or file and what to do."""
 
+from __future__ import annotations
+
 
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the offending key."""
@@ -7,3 +9,11 @@ class ConfigError(ValueError):
 
 class TrainingError(RuntimeError):
     """A run that cannot go on (a non-finite loss); the message names the step and what to do."""
+
+
+def cause(error: BaseException | None, kinds: type | tuple[type, ...] = ConfigError) -> BaseException | None:
+    """The error of one of ``kinds`` behind ``error``, if any (jsonargparse and Lightning wrap what
+    a constructor or a hook raises)."""
+    while error is not None and not isinstance(error, kinds):
+        error = error.__cause__ or error.__context__
+    return error

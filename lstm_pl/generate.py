@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
+from . import runtime
 from .cli import OneLineErrorParser
 from .tasks import LanguageModelTask
 from .text import TOKENIZER_FILE, UNKNOWN
@@ -61,6 +62,7 @@ def generate(task: LanguageModelTask, tokenizer: Tokenizer, prompt: str, words: 
 
 
 def main(args: list[str] | None = None) -> None:
+    runtime.start()
     parser = OneLineErrorParser(prog="python -m lstm_pl.generate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="a run folder, or a checkpoint (.ckpt) in one")
     parser.add_argument("--tokenizer", help="tokenizer.json to use instead of the run's own")

@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 from matplotlib.figure import Figure
 
-from .cli import quiet_start
+from . import runtime
 from .data import adding_problem, noisy_sine
 from .files import atomic_write
 
@@ -497,7 +497,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=Path, help="runs folder (default runs/results, or runs/results_quick)")
     parser.add_argument("--no_parity", action="store_true", help="skip the parity overlays (they need TensorFlow)")
     args = parser.parse_args(argv)
-    quiet_start()  # reading TensorBoard's event files needs no TensorFlow
+    runtime.start()  # reading TensorBoard's event files needs no TensorFlow
     experiments = [e for e in EXPERIMENTS + EXTRA if e.name in args.only] if args.only else list(EXPERIMENTS)
     root = (args.runs or Path("runs") / ("results_quick" if args.quick else "results")).resolve()
     figures = root / "figures" if args.quick else Path("docs/figures")

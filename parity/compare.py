@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lstm_pl.cli import cause, quiet_start
+from lstm_pl import runtime
+from lstm_pl.errors import cause
 from lstm_pl.errors import ConfigError
 from lstm_pl.files import atomic_write
 
@@ -276,7 +277,7 @@ def quiet() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args, overrides = parse_args(argv)
-    quiet_start()
+    runtime.start()
     quiet()
     tolerance = args.tolerance if args.tolerance is not None else TOLERANCE[args.dtype]
     try:

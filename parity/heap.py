@@ -1,7 +1,7 @@
 """The heap memory a comparison frees, handed back to the system as it runs.
 
-Every lstm_pl run raises glibc's mmap and trim thresholds to 1 GB (``lstm_pl.cli.keep_freed_memory``,
-applied when the harness builds its run through the CLI; it overrides any setting made before),
+Every lstm_pl process raises glibc's mmap and trim thresholds to 1 GB (``lstm_pl.runtime.keep_freed_memory``,
+called by each entry point's ``runtime.start()``, the harness's included),
 so every block comes from the heap and freed memory stays there for the next step. Depending on
 where the address layout places the heap (ASLR: the same run differs from process to process),
 a long float64 run at T=1000 fragments it: a step's large blocks no longer fit the holes the

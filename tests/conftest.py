@@ -5,10 +5,13 @@ import numpy as np
 import pytest
 import torch
 
+from lstm_pl import runtime
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # The tests' models are tiny: one thread is as fast, and it keeps oneDNN's OpenMP threads from
 # slowing down tenfold when another process shares the cores.
 torch.set_num_threads(1)
+runtime.start()  # the process as every entry point sets it up (denormals, allocator, quiet console)
 
 pytest_plugins = ["pytester"]  # tests/test_suite.py runs the suite's own rules on small suites
 ROOT = Path(__file__).resolve().parents[1]

@@ -222,7 +222,7 @@ def test_large_tensors_reuse_freed_memory():
     fresh process, where no other test's threads allocate (or fragment the heap) meanwhile."""
     script = """
 import resource, torch
-from lstm_pl.cli import keep_freed_memory
+from lstm_pl.runtime import keep_freed_memory
 keep_freed_memory()
 torch.ones(13_000_000).sum()  # the first allocation maps the memory once
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -13,7 +13,8 @@ import pytorch_lightning as pl
 import torch
 from test_resume import scalars  # TensorBoard scalars in the order written, as the resume tests read them
 
-from lstm_pl.cli import CLI, main, quiet_start
+from lstm_pl.cli import CLI, main
+from lstm_pl.runtime import quiet
 from lstm_pl.tasks import RegressionTask
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +81,7 @@ def test_a_skipped_step_moves_nothing(optimizer, tmp_path, monkeypatch):
         return loss * float("nan") if self.training and self.trainer.global_step in NAN_AT else loss
 
     monkeypatch.setattr(RegressionTask, "batch_loss", nan_at_chosen_steps)
-    quiet_start()
+    quiet()
     cli = CLI(args=["--config", str(ROOT / "configs" / "sine.yaml"), "--trainer.max_steps=6", "--non_finite.action=skip",
                     "--trainer.logger=false", "--trainer.callbacks=[]", f"--trainer.default_root_dir={tmp_path}",
                     f"--optimizer.class_path={optimizer}"], run=False)
@@ -183,7 +184,7 @@ class Batches(pl.Callback):
 
 
 def adding_cli(tmp_path: Path, *overrides: str) -> tuple[CLI, Batches]:
-    quiet_start()
+    quiet()
     cli = CLI(args=["--config", str(ROOT / "configs" / "adding.yaml"), *ADDING, "--trainer.logger=false",
                     "--trainer.callbacks=[]", f"--trainer.default_root_dir={tmp_path}", "--trainer.accumulate_grad_batches=2",
                     "--trainer.val_check_interval=5", "--checkpoint.save_top_k=-1", *overrides], run=False)

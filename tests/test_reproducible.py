@@ -237,9 +237,9 @@ def main(argv: list[str]) -> None:
     if argv[0] == "train":
         out, corpus, runs = Path(argv[1]), Path(argv[2]), json.loads(argv[3])
         from lstm_pl import fused
-        from lstm_pl.cli import quiet_start
+        from lstm_pl import runtime
 
-        quiet_start()  # as `python -m lstm_pl` starts (TensorBoard without TensorFlow: 5 s less)
+        runtime.start()  # as `python -m lstm_pl` starts (TensorBoard without TensorFlow: 5 s less)
 
         out.mkdir(parents=True, exist_ok=True)
         kernels = os.environ.get("LSTM_PL_FUSED", "1")  # the float32 runs use what the user chose
