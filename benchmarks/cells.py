@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from lstm_pl import RegressorSettings, SequenceRegressor
+from lstm_pl import ManyToOneSettings, ManyToOne
 from lstm_pl.cells import LSTMLayer
 
 CONTENDERS = ("lstm", "lstm_peephole", "lstm_peephole eager", "lstm_cec", "lstm_cec eager", "rnn")
@@ -25,7 +25,7 @@ def training_step(contender: str, batch: int, steps: int, hidden: int, device: s
     can be timed). A contender named ``<cell> eager`` runs the hand-written cell's eager path."""
     cell, _, path = contender.partition(" ")
     torch.manual_seed(0)
-    model = SequenceRegressor(RegressorSettings(input_size=2, output_size=1, cell=cell, hidden_size=hidden, init="tf1"))
+    model = ManyToOne(ManyToOneSettings(input_size=2, output_size=1, cell=cell, hidden_size=hidden, init="tf1"))
     for layer in model.modules():
         if isinstance(layer, LSTMLayer):
             layer.fused = path != "eager"

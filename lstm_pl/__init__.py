@@ -5,14 +5,14 @@ from .cells import CELLS, init_tf1_, make_recurrent, single_bias_
 from .data import AddingDataModule, SineDataModule, adding_problem, noisy_sine, train_test_split_indices
 from .errors import ConfigError
 from .images import DigitsDataModule, MNISTDataModule
-from .models import (LanguageModelSettings, RegressorSettings, SequenceRegressor, WordLanguageModel, closed_loop)
+from .models import (LanguageModelSettings, ManyToOneSettings, ManyToOne, WordLanguageModel, closed_loop)
 from .tasks import ClassificationTask, LanguageModelTask, RegressionTask
 from .text import TextDataModule
 
 __all__ = [
     "CELLS", "AddingDataModule", "ClassificationFigures", "ClassificationTask", "ConfigError", "DigitsDataModule",
     "MNISTDataModule", "LanguageModelSettings", "LanguageModelTask", "LossCurves",
-    "PredictionScatter", "RegressionTask", "RegressorSettings", "SaveTokenizer", "SequenceRegressor",
+    "PredictionScatter", "RegressionTask", "ManyToOneSettings", "SaveTokenizer", "ManyToOne",
     "SineDataModule", "SineWaveform", "TextDataModule", "WordLanguageModel", "adding_problem", "closed_loop",
     "init_tf1_", "make_recurrent", "noisy_sine", "single_bias_", "train_test_split_indices",
 ]

@@ -21,6 +21,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from .errors import ConfigError, TrainingError
 from .files import atomic_write
 from .models import closed_loop
+from .tasks import Task
 
 
 class StepLogger(TensorBoardLogger):
@@ -130,8 +131,8 @@ class LossCurves(FigureCallback):
 
     The training loss is the one the step computed, before its update; with ``after_update`` it is
     the loss of the same batch re-evaluated after the update, as the original recorded it (one
-    more forward pass per recorded step; logged as ``train/loss_after_update``; tasks with a
-    ``batch_loss`` only, i.e. the regressions). ``figure=False`` records the curves without drawing
+    more forward pass per recorded step; logged as ``train/loss_after_update``; a ``tasks.Task``
+    whose ``batch_loss`` is ``recomputable`` only). ``figure=False`` records the curves without drawing
     them (the parity harness compares them; a figure costs half a second)."""
 
     def __init__(self, val_key: str = "val/loss", log_scale: bool = True, after_update: bool = False,
@@ -141,9 +142,9 @@ class LossCurves(FigureCallback):
         self.val: list[tuple[int, torch.Tensor]] = []
 
     def setup(self, trainer, pl_module, stage):
-        if self.after_update and not hasattr(pl_module, "batch_loss"):
-            raise ConfigError(f"trainer.callbacks: LossCurves.after_update needs a task with batch_loss; "
-                              f"{type(pl_module).__name__} has none")
+        if self.after_update and not (isinstance(pl_module, Task) and pl_module.recomputable):
+            raise ConfigError(f"trainer.callbacks: LossCurves.after_update re-evaluates a batch after its update, and "
+                              f"{type(pl_module).__name__}'s loss cannot be computed again (it is not a recomputable Task)")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step % trainer.log_every_n_steps != 0:
@@ -199,7 +200,7 @@ class SineWaveform(FigureCallback):
         self.every_n_steps = every_n_steps
 
     @staticmethod
-    def closed_loop(trainer, pl_module) -> tuple[np.ndarray, float]:
+    def long_term_prediction(trainer, pl_module) -> tuple[np.ndarray, float]:
         wave = trainer.datamodule.waveform
         first = torch.tensor(wave.noisy[: wave.window, None], dtype=pl_module.dtype, device=pl_module.device)
         predicted = closed_loop(pl_module, first, steps=len(wave.noisy) - wave.window).cpu().numpy()
@@ -209,7 +210,7 @@ class SineWaveform(FigureCallback):
         step = trainer.global_step
         if trainer.sanity_checking or not (step % self.every_n_steps == 0 or step == trainer.max_steps):
             return
-        _, mse = self.closed_loop(trainer, pl_module)
+        _, mse = self.long_term_prediction(trainer, pl_module)
         pl_module.log("val/closed_loop_mse", mse, sync_dist=True)  # the same on every process
 
     def draw(self, trainer, pl_module):
@@ -218,7 +219,7 @@ class SineWaveform(FigureCallback):
         with evaluating(pl_module):
             x = torch.tensor(windows, dtype=pl_module.dtype, device=pl_module.device)
             one_step = pl_module(x)[:, 0].cpu().numpy()
-            long_term, mse = self.closed_loop(trainer, pl_module)
+            long_term, mse = self.long_term_prediction(trainer, pl_module)
         t = np.arange(len(wave.noisy))
         figure = Figure(figsize=(9, 4))
         ax = figure.subplots()

@@ -32,8 +32,8 @@ class RecurrentSettings:
 
 
 @dataclass
-class RegressorSettings(RecurrentSettings):
-    """``SequenceRegressor``'s settings. ``input_size`` (features per step) comes from the data
+class ManyToOneSettings(RecurrentSettings):
+    """``ManyToOne``'s settings. ``input_size`` (features per step) comes from the data
     through the CLI's link; ``output_size``: the head's outputs (1 for sine and adding; for a
     classifier one logit per class, linked from ``data.num_classes``). ``chrono_t_max``: chrono
     initialisation of the gate biases for dependencies up to that many steps (above 2; cells with a
@@ -89,7 +89,7 @@ def init_recurrent_(rnn: nn.Module, settings: RecurrentSettings) -> None:
         single_bias_(rnn)
 
 
-class SequenceRegressor(nn.Module):
+class ManyToOne(nn.Module):
     """Many-to-one: a recurrent stack reads x (B, T, F); a linear head maps the last hidden state
     to the output, y = W h_T + b (B, output_size): the regression itself (sine, adding), or the
     class logits of ``tasks.ClassificationTask``.
@@ -98,7 +98,7 @@ class SequenceRegressor(nn.Module):
     bias standard normal. ``chrono_t_max`` then redraws the input and forget gate biases.
     """
 
-    def __init__(self, settings: RegressorSettings):
+    def __init__(self, settings: ManyToOneSettings):
         super().__init__()
         self.rnn = recurrent_stack(settings, settings.input_size)
         self.head = nn.Linear(settings.hidden_size, settings.output_size)
@@ -157,7 +157,8 @@ class WordLanguageModel(nn.Module):
     def __init__(self, settings: LanguageModelSettings):
         super().__init__()
         if settings.vocab_size is None:
-            raise ValueError("vocab_size is not set: give it, or let the CLI take it from the data (data.vocab_size)")
+            raise ConfigError("model.init_args.net.vocab_size is not set: give it, or let the CLI take it from the data "
+                              "(data.vocab_size)")
         self.embedding = nn.Embedding(settings.vocab_size, settings.embedding_size)
         self.rnn = recurrent_stack(settings, settings.embedding_size, settings.dropout)
         self.dropout = (LockedDropout if settings.locked_dropout else nn.Dropout)(settings.dropout)

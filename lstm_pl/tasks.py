@@ -4,7 +4,7 @@ LightningCLI's ``optimizer:`` config."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import ClassVar, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -14,7 +14,7 @@ from torchmetrics import MeanMetric, MeanSquaredError
 from torchmetrics.classification import MulticlassAccuracy
 
 from .errors import ConfigError
-from .models import LanguageModelSettings, RegressorSettings, SequenceRegressor, WordLanguageModel
+from .models import LanguageModelSettings, ManyToOneSettings, ManyToOne, WordLanguageModel
 
 
 def stage_metrics(**metrics) -> torch.nn.ModuleDict:
@@ -23,7 +23,44 @@ def stage_metrics(**metrics) -> torch.nn.ModuleDict:
     return torch.nn.ModuleDict({f"{stage}_{name}": make() for stage in ("val", "test") for name, make in metrics.items()})
 
 
-class RegressionTask(pl.LightningModule):
+class Task(pl.LightningModule):
+    """What every task shares, so that a task says only how it scores a batch:
+
+    - ``batch_loss(batch)``: a training batch's loss; the training step logs it as ``train/loss``;
+    - ``measure(batch, stage)``: update the stage's metrics (``self.metrics``, from ``stage_metrics``)
+      with one batch; returns their names, and each is logged as ``<stage>/<name>`` (val, test);
+    - ``recomputable``: whether ``batch_loss`` of a batch can be computed again without side effect
+      (what ``LossCurves(after_update)`` re-evaluates after the update); not so for a model whose
+      loss depends on a state carried in from the batch before.
+    ``shown`` names the metrics the progress bar shows."""
+
+    recomputable: ClassVar[bool] = True
+    shown: ClassVar[tuple[str, ...]] = ("loss",)
+    metrics: torch.nn.ModuleDict
+
+    def batch_loss(self, batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def measure(self, batch, stage: str) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def training_step(self, batch, batch_idx):
+        loss = self.batch_loss(batch)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
+        return loss
+
+    def evaluate(self, batch, stage: str) -> None:
+        for name in self.measure(batch, stage):
+            self.log(f"{stage}/{name}", self.metrics[f"{stage}_{name}"], prog_bar=name in self.shown)
+
+    def validation_step(self, batch, batch_idx):
+        self.evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self.evaluate(batch, "test")
+
+
+class RegressionTask(Task):
     """Sequence-to-one regression (sine, adding): MSE loss.
 
     Logged: ``train/loss`` every step; on validation and test, ``loss`` (the MSE), and where
@@ -32,11 +69,11 @@ class RegressionTask(pl.LightningModule):
     Schmidhuber's 0.04 on adding).
     """
 
-    def __init__(self, net: RegressorSettings = RegressorSettings(), baseline: Optional[float] = None,
+    def __init__(self, net: ManyToOneSettings = ManyToOneSettings(), baseline: Optional[float] = None,
                  tolerance: Optional[PositiveFloat] = None):
         super().__init__()
         self.save_hyperparameters()
-        self.net = SequenceRegressor(net)
+        self.net = ManyToOne(net)
         self.example_input_array = torch.zeros(1, 10, net.input_size)  # traced for TensorBoard's graph
         self.metrics = stage_metrics(loss=MeanSquaredError, baseline_mse=MeanSquaredError, within_tolerance=MeanMetric)
 
@@ -44,52 +81,42 @@ class RegressionTask(pl.LightningModule):
         return self.net(x)
 
     def batch_loss(self, batch) -> torch.Tensor:
-        """The training loss of one batch: the mean squared error, mean((ŷ - y)²)."""
+        """The mean squared error, mean((ŷ - y)²)."""
         x, y = batch
         return F.mse_loss(self(x), y)
 
-    def training_step(self, batch, batch_idx):
-        loss = self.batch_loss(batch)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
-        return loss
-
-    def _evaluate(self, batch, stage: str) -> None:
+    def measure(self, batch, stage: str) -> tuple[str, ...]:
         x, y = batch
         prediction = self(x)
-        logged = {"loss": self.metrics[f"{stage}_loss"]}
-        logged["loss"](prediction, y)
+        self.metrics[f"{stage}_loss"](prediction, y)
+        names = ["loss"]
         if self.hparams.baseline is not None:
-            logged["baseline_mse"] = self.metrics[f"{stage}_baseline_mse"]
-            logged["baseline_mse"](torch.full_like(y, self.hparams.baseline), y)
+            self.metrics[f"{stage}_baseline_mse"](torch.full_like(y, self.hparams.baseline), y)
+            names.append("baseline_mse")
         if self.hparams.tolerance is not None:
-            logged["within_tolerance"] = self.metrics[f"{stage}_within_tolerance"]
-            logged["within_tolerance"](((prediction - y).abs() < self.hparams.tolerance).float())
-        for name, metric in logged.items():
-            self.log(f"{stage}/{name}", metric, prog_bar=name == "loss")
-
-    def validation_step(self, batch, batch_idx):
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._evaluate(batch, "test")
+            self.metrics[f"{stage}_within_tolerance"](((prediction - y).abs() < self.hparams.tolerance).float())
+            names.append("within_tolerance")
+        return tuple(names)
 
     def predict_step(self, batch, batch_idx):
         return self(batch[0])
 
 
-class ClassificationTask(pl.LightningModule):
-    """Sequence classification (digits, MNIST read row by row): the regressor's network, its head
-    giving one logit per class (``net.output_size``, linked from ``data.num_classes``) from the
-    last hidden state; cross-entropy loss.
+class ClassificationTask(Task):
+    """Sequence classification (digits, MNIST read row by row): the regressions' many-to-one
+    network, its head giving one logit per class (``net.output_size``, linked from
+    ``data.num_classes``) from the last hidden state; cross-entropy loss.
 
     Logged: ``train/loss`` every step; on validation and test, ``loss`` (mean cross-entropy per
     sequence) and ``accuracy`` (torchmetrics' multiclass accuracy, micro-averaged).
     """
 
-    def __init__(self, net: RegressorSettings = RegressorSettings(output_size=10)):
+    shown = ("loss", "accuracy")
+
+    def __init__(self, net: ManyToOneSettings = ManyToOneSettings(output_size=10)):
         super().__init__()
         self.save_hyperparameters()
-        self.net = SequenceRegressor(net)
+        self.net = ManyToOne(net)
         self.example_input_array = torch.zeros(1, 8, net.input_size)  # traced for TensorBoard's graph
         self.metrics = stage_metrics(loss=MeanMetric,
                                      accuracy=lambda: MulticlassAccuracy(net.output_size, average="micro"))
@@ -98,25 +125,17 @@ class ClassificationTask(pl.LightningModule):
         """x (B, T, F) -> logits (B, classes)."""
         return self.net(x)
 
-    def training_step(self, batch, batch_idx):
+    def batch_loss(self, batch) -> torch.Tensor:
+        """The mean cross-entropy."""
         x, y = batch
-        loss = F.cross_entropy(self(x), y)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
-        return loss
+        return F.cross_entropy(self(x), y)
 
-    def _evaluate(self, batch, stage: str) -> None:
+    def measure(self, batch, stage: str) -> tuple[str, ...]:
         x, y = batch
         logits = self(x)
         self.metrics[f"{stage}_loss"].update(F.cross_entropy(logits, y, reduction="none"))
         self.metrics[f"{stage}_accuracy"].update(logits, y)
-        for name in ("loss", "accuracy"):
-            self.log(f"{stage}/{name}", self.metrics[f"{stage}_{name}"], prog_bar=True)
-
-    def validation_step(self, batch, batch_idx):
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._evaluate(batch, "test")
+        return ("loss", "accuracy")
 
     def predict_step(self, batch, batch_idx):
         return self(batch[0]).argmax(dim=-1)
@@ -137,7 +156,7 @@ class Perplexity(MeanMetric):
         return super().compute().exp()
 
 
-class LanguageModelTask(pl.LightningModule):
+class LanguageModelTask(Task):
     """Word-level language model (Shakespeare): cross-entropy on next-word prediction.
 
     The windows of an epoch arrive in order, batch row b continuing row b (``text.StreamWindows``);
@@ -146,6 +165,9 @@ class LanguageModelTask(pl.LightningModule):
     ``stateful: false`` starts every window from zeros. Gradient clipping is the Trainer's (``gradient_clip_val``). Logged for train, val and test:
     ``loss`` (mean cross-entropy per token, nats) and ``perplexity`` (its exp).
     """
+
+    recomputable = False  # a window's loss depends on the state the window before carried in
+    shown = ("perplexity",)
 
     def __init__(self, net: LanguageModelSettings = LanguageModelSettings(), stateful: bool = True):
         super().__init__()
@@ -201,23 +223,18 @@ class LanguageModelTask(pl.LightningModule):
     def on_test_epoch_start(self) -> None:
         self.states["test"] = None
 
+    def batch_loss(self, batch) -> torch.Tensor:
+        return self._loss(batch, "train")[0]
+
     def training_step(self, batch, batch_idx):
-        loss, tokens = self._loss(batch, "train")
-        # Each step's values, under the tags every task logs (train/loss); the epochs' are val/*.
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=tokens, sync_dist=True)
-        self.train_perplexity(loss.detach(), tokens)
+        loss = super().training_step(batch, batch_idx)
+        # Each step's perplexity too, over all processes; the epochs' values are val/*.
+        self.train_perplexity(loss.detach(), batch[1].numel())
         self.log("train/perplexity", self.train_perplexity, on_step=True, on_epoch=False)
         return loss
 
-    def _evaluate(self, batch, stage: str) -> None:
+    def measure(self, batch, stage: str) -> tuple[str, ...]:
         loss, tokens = self._loss(batch, stage)
         for name in ("loss", "perplexity"):
-            metric = self.metrics[f"{stage}_{name}"]
-            metric.update(loss, tokens)
-            self.log(f"{stage}/{name}", metric, prog_bar=name == "perplexity")
-
-    def validation_step(self, batch, batch_idx):
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._evaluate(batch, "test")
+            self.metrics[f"{stage}_{name}"].update(loss, tokens)
+        return ("loss", "perplexity")

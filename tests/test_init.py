@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lstm_pl import RegressorSettings, SequenceRegressor, init_tf1_, make_recurrent, single_bias_
+from lstm_pl import ManyToOneSettings, ManyToOne, init_tf1_, make_recurrent, single_bias_
 from lstm_pl.cells import recurrent_layers
 
 
@@ -46,13 +46,13 @@ def test_tf1_recurrent_kernels(cell, gates):
 
 def test_tf1_head_and_torch_default():
     torch.manual_seed(0)
-    model = SequenceRegressor(RegressorSettings(input_size=1, output_size=4000, hidden_size=4000, init="tf1"))
+    model = ManyToOne(ManyToOneSettings(input_size=1, output_size=4000, hidden_size=4000, init="tf1"))
     w, b = model.head.weight.detach(), model.head.bias.detach()
     assert w.abs().max() <= 0.02  # truncated at two standard deviations
     # a N(0, 0.01) truncated at ±2σ has standard deviation 0.01 · 0.8796
     assert w.std().item() == pytest.approx(0.01 * 0.8796, rel=0.02)
     assert b.std().item() == pytest.approx(1.0, rel=0.05) and abs(b.mean().item()) < 0.05
-    default = SequenceRegressor(RegressorSettings(input_size=1, hidden_size=50, init="torch", single_bias=False))
+    default = ManyToOne(ManyToOneSettings(input_size=1, hidden_size=50, init="torch", single_bias=False))
     assert default.rnn.bias_hh_l0.requires_grad and default.rnn.bias_hh_l0.abs().sum() > 0
     assert default.head.weight.abs().max() <= 1 / math.sqrt(50)
 
@@ -60,7 +60,7 @@ def test_tf1_head_and_torch_default():
 def test_single_bias_trains_like_tensorflows():
     """With bias_hh frozen, an Adam step moves the gate bias once, not twice; with torch's init too."""
     for init in ("tf1", "torch"):
-        model = SequenceRegressor(RegressorSettings(input_size=1, hidden_size=8, init=init))
+        model = ManyToOne(ManyToOneSettings(input_size=1, hidden_size=8, init=init))
         bias_hh_before, bias_ih_before = model.rnn.bias_hh_l0.detach().clone(), model.rnn.bias_ih_l0.detach().clone()
         assert not model.rnn.bias_hh_l0.requires_grad and torch.all(bias_hh_before == 0)
         adam = torch.optim.Adam(model.parameters(), lr=0.1)

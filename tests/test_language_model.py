@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lstm_pl import CELLS, ConfigError, LanguageModelSettings, LanguageModelTask, WordLanguageModel
+from lstm_pl import CELLS, ConfigError, LanguageModelSettings, LanguageModelTask, LossCurves, WordLanguageModel
 from lstm_pl.cli import CLI
 from lstm_pl.generate import generate, load_run, main
 from lstm_pl.text import StreamWindows
@@ -221,3 +221,11 @@ def test_optimizer_and_schedule_are_config(corpus_args, tmp_path):
     optimizer = cli.trainer.optimizers[0]
     assert isinstance(optimizer, torch.optim.SGD)
     assert optimizer.param_groups[0]["lr"] < 1e6  # cut at least once
+
+
+def test_the_loss_after_update_needs_a_recomputable_task():
+    """LossCurves(after_update) evaluates a batch again after its update: the language model's loss
+    depends on the state the window before carried in, so that is refused in one line."""
+    task = LanguageModelTask(LanguageModelSettings(vocab_size=11, hidden_size=4, embedding_size=4))
+    with pytest.raises(ConfigError, match="LossCurves.after_update .* LanguageModelTask's loss cannot be computed again"):
+        LossCurves(after_update=True).setup(None, task, "fit")

@@ -2,7 +2,7 @@
 
 import torch
 
-from lstm_pl import RegressorSettings, SequenceRegressor, closed_loop
+from lstm_pl import ManyToOneSettings, ManyToOne, closed_loop
 
 
 def test_closed_loop_feeds_back_predictions():
@@ -16,5 +16,5 @@ def test_closed_loop_feeds_back_predictions():
 
 
 def test_forward_shapes():
-    model = SequenceRegressor(RegressorSettings(input_size=2, output_size=1, hidden_size=7, num_layers=2))
+    model = ManyToOne(ManyToOneSettings(input_size=2, output_size=1, hidden_size=7, num_layers=2))
     assert model(torch.randn(5, 30, 2)).shape == (5, 1)
