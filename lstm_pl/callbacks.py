@@ -20,7 +20,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from .errors import ConfigError, TrainingError
 from .files import atomic_write
-from .models import closed_loop
+from .models import closed_loop, flat, weights_finite
 from .tasks import Task
 
 
@@ -45,17 +45,6 @@ class StepLogger(TensorBoardLogger):
             values = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flat(params, "/").items()}
             for summary in hparams_summary(values, dict.fromkeys(metrics, 0.0)):
                 self.experiment.file_writer.add_summary(summary, step)
-
-
-def flat(settings: dict, separator: str = ".", prefix: str = "") -> dict:
-    """``{"net": {"hidden_size": 50}}`` as ``{"net.hidden_size": 50}`` (keys joined by ``separator``)."""
-    items = {}
-    for key, value in settings.items():
-        if isinstance(value, dict):
-            items.update(flat(value, separator, f"{prefix}{key}{separator}"))
-        else:
-            items[f"{prefix}{key}"] = value
-    return items
 
 
 def run_folder(trainer: pl.Trainer) -> Path:
@@ -100,10 +89,6 @@ def outputs_on(pl_module: pl.LightningModule, loader) -> tuple[torch.Tensor, tor
             inputs.append(x)
             targets.append(y)
     return torch.cat(inputs), torch.cat(targets), torch.cat(outputs)
-
-
-def weights_finite(module: torch.nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in module.parameters())
 
 
 class FigureCallback(pl.Callback, abc.ABC):

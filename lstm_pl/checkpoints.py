@@ -12,9 +12,24 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from .callbacks import flat, weights_finite
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 from .files import atomic_write, remove_stale_partials
+from .models import flat, weights_finite
+
+
+# Lightning's private names this module uses, all here, read from pytorch-lightning 2.6.6 (its
+# ModelCheckpoint keeps no public way to write ``last.ckpt`` for a step, and its epoch loop none to
+# ask whether an epoch has run to its end). tests/test_resume.py checks that each still exists.
+LIGHTNING_PRIVATE = {
+    "pytorch_lightning.callbacks.ModelCheckpoint": (
+        "_last_global_step_saved", "_save_last_checkpoint", "_monitor_candidates", "_every_n_train_steps"),
+    "pytorch_lightning.loops.training_epoch_loop._TrainingEpochLoop": ("_num_ready_batches_reached",),
+}
+
+
+def epoch_ran_to_its_end(trainer: pl.Trainer) -> bool:
+    """Whether the current training epoch has drawn all its batches (Lightning's private check)."""
+    return trainer.fit_loop.epoch_loop._num_ready_batches_reached()
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -68,15 +83,15 @@ class Checkpoints(ModelCheckpoint):
         self._save_last_now(trainer)
         # Lightning's FitLoop.on_advance_end steps the epoch schedulers only if "not restarting";
         # this is its complement, before that check, in the same hook sequence.
-        loop = trainer.fit_loop
-        if loop.restarting and loop.epoch_loop._num_ready_batches_reached():
+        if trainer.fit_loop.restarting and epoch_ran_to_its_end(trainer):
             for name, value in self.saved_metrics.items():
                 trainer.callback_metrics.setdefault(name, torch.tensor(value))
-            loop.epoch_loop.update_lr_schedulers("epoch", update_plateau_schedulers=True)
+            trainer.fit_loop.epoch_loop.update_lr_schedulers("epoch", update_plateau_schedulers=True)
 
     def _save_last_now(self, trainer: pl.Trainer) -> None:
         """Write ``last.ckpt`` for this step, unless it is saved already or the weights are not
-        finite (a non-finite gradient never replaces the last good state)."""
+        finite (a non-finite gradient never replaces the last good state). Through
+        ``ModelCheckpoint``'s private names (``LIGHTNING_PRIVATE``), as its own saves do."""
         if (self.save_last and not trainer.sanity_checking and self._last_global_step_saved != trainer.global_step
                 and weights_finite(trainer.lightning_module)):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
@@ -126,8 +141,7 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - truncated zip, not a checkpoint, a pickle outside the allow-list
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"ckpt_path: {path} is not a readable checkpoint ({reason[:160]}); "
+        raise ConfigError(f"ckpt_path: {path} is not a readable checkpoint ({first_line(error)}); "
                           f"use an intact .ckpt written by lstm_pl") from None
 
 

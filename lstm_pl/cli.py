@@ -33,7 +33,7 @@ from .callbacks import NonFiniteLoss
 from .checkpoints import Checkpoints, check_checkpoint_fits
 from . import runtime
 from .console import Report, command_prefix
-from .errors import ConfigError, TrainingError, cause
+from .errors import ConfigError, TrainingError, cause, first_line
 
 BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -168,7 +168,7 @@ def known_failure(error: BaseException) -> str | None:
 
     seen = error
     while seen is not None:
-        text = str(seen).strip().splitlines()[0] if str(seen).strip() else type(seen).__name__
+        text = first_line(seen, limit=None)
         if isinstance(seen, MisconfigurationException):
             return f"trainer: {text}"
         frames = []

@@ -17,3 +17,9 @@ def cause(error: BaseException | None, kinds: type | tuple[type, ...] = ConfigEr
     while error is not None and not isinstance(error, kinds):
         error = error.__cause__ or error.__context__
     return error
+
+
+def first_line(error: BaseException, limit: int | None = 160) -> str:
+    """What ``error`` says, cut to its first line and ``limit`` characters (its type where it says nothing)."""
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:limit]

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from .errors import first_line
+
 NAME = "lstm_pl_fused"
 SOURCE = Path(__file__).with_name("fused_lstm.cpp")
 # -ffast-math on the compile line only (never the link line, where GCC would add crtfastmath.o and
@@ -72,8 +74,7 @@ def kernels():
     try:
         return build()
     except Exception as error:  # noqa: BLE001 - any build failure means: run the eager path
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        log.warning("lstm_pl: fused LSTM kernels unavailable (%s); the hand-written cells run eagerly", reason)
+        log.warning("lstm_pl: fused LSTM kernels unavailable (%s); the hand-written cells run eagerly", first_line(error))
         return None
 
 

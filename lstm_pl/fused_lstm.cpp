@@ -27,7 +27,6 @@ inline int64_t grain(int64_t hidden) { return std::max<int64_t>(1, 16384 / hidde
 template <typename T, bool ForgetGate, bool Peep>
 void forward_step(T* act, const T* c_prev, T* c_next, T* tanh_c, T* h_next, const T* peep,
                   int64_t batch, int64_t hidden) {
-  constexpr bool forget_gate = ForgetGate;
   constexpr int64_t gates = ForgetGate ? 4 : 3;
   at::parallel_for(0, batch, grain(hidden), [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
@@ -77,7 +76,6 @@ void forward_step(T* act, const T* c_prev, T* c_next, T* tanh_c, T* h_next, cons
 template <typename T, bool ForgetGate, bool Peep>
 void backward_step(const T* act, const T* c_prev, const T* c_next, const T* tanh_c, const T* grad_h, T* grad_c,
                    T* grad_a, const T* peep, T* grad_peep, int64_t batch, int64_t hidden) {
-  constexpr bool forget_gate = ForgetGate;
   constexpr int64_t gates = ForgetGate ? 4 : 3;
   const T zero(0);
   at::parallel_for(0, batch, grain(hidden), [&](int64_t begin, int64_t end) {

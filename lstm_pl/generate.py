@@ -19,6 +19,7 @@ from tokenizers import Tokenizer
 
 from . import runtime
 from .cli import OneLineErrorParser
+from .errors import first_line
 from .tasks import LanguageModelTask
 from .text import TOKENIZER_FILE, UNKNOWN
 
@@ -34,7 +35,6 @@ def load_run(run: str | Path, tokenizer: str | Path | None = None) -> tuple[Lang
     for name, path in (("--run", checkpoint), ("--tokenizer", tokenizer)):
         if not path.is_file():
             raise ValueError(f"{name}: no such file {path}")
-    first_line = lambda error: (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
     try:
         task = LanguageModelTask.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True).eval()
     except Exception as error:  # noqa: BLE001 - truncated, another task's, not a checkpoint at all

@@ -75,6 +75,23 @@ class LanguageModelSettings(RecurrentSettings):
                               f"got {self.embedding_size} and {self.hidden_size}")
 
 
+def flat(settings: dict, separator: str = ".", prefix: str = "") -> dict:
+    """Nested settings as one level: ``{"net": {"hidden_size": 50}}`` as ``{"net.hidden_size": 50}`` (keys
+    joined by ``separator``), as checkpoints compare them and TensorBoard lists them."""
+    items = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            items.update(flat(value, separator, f"{prefix}{key}{separator}"))
+        else:
+            items[f"{prefix}{key}"] = value
+    return items
+
+
+def weights_finite(module: nn.Module) -> bool:
+    """Whether every parameter of ``module`` is finite (no NaN, no inf)."""
+    return all(bool(torch.isfinite(p).all()) for p in module.parameters())
+
+
 def recurrent_stack(settings: RecurrentSettings, input_size: int, dropout: float = 0.0) -> nn.Module:
     """The recurrent stack ``settings`` describe, with PyTorch's default weights (see ``init_recurrent_``)."""
     return make_recurrent(settings.cell, input_size, settings.hidden_size, settings.num_layers, dropout)

@@ -348,3 +348,20 @@ def test_the_run_folder_cannot_leave_save_dir(key, value, tmp_path, capsys):
                     f"--trainer.logger.init_args.save_dir={save_dir}", f"--trainer.logger.init_args.{key}={value}")
     assert line.startswith(f"lstm_pl: error: trainer.logger.init_args.{key}: ") and "one folder name" in line, line
     assert not any(tmp_path.rglob("*.tfevents*")) and not any(tmp_path.rglob("*.ckpt"))
+
+
+def test_lightning_still_has_the_private_names_we_use():
+    """lstm_pl.checkpoints uses a few of Lightning's private names (``LIGHTNING_PRIVATE``, read from
+    pytorch-lightning 2.6.6): a Lightning that moves one fails here, not in a resumed run."""
+    import importlib
+
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from lstm_pl.checkpoints import LIGHTNING_PRIVATE
+
+    for class_path, names in LIGHTNING_PRIVATE.items():
+        module, _, name = class_path.rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+        owner = ModelCheckpoint() if cls is ModelCheckpoint else cls  # instance attributes are set in __init__
+        missing = [attribute for attribute in names if not hasattr(owner, attribute)]
+        assert not missing, f"{class_path} no longer has {missing}: lstm_pl/checkpoints.py needs a new way"
