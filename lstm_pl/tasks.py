@@ -4,6 +4,7 @@ LightningCLI's ``optimizer:`` config."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar, Optional
 
 import pytorch_lightning as pl
@@ -60,8 +61,29 @@ class Task(pl.LightningModule):
         self.evaluate(batch, "test")
 
 
-class RegressionTask(Task):
-    """Sequence-to-one regression (sine, adding): MSE loss.
+class ManyToOneTask(Task):
+    """A ``ManyToOne`` network scored on its one output per sequence (the regressions, the
+    classifiers): ``criterion(output, target)`` is the training loss; an ``example_steps``-step
+    sequence is traced for TensorBoard's graph."""
+
+    criterion: ClassVar[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
+
+    def __init__(self, net: ManyToOneSettings, example_steps: int):
+        super().__init__()
+        self.net = ManyToOne(net)
+        self.example_input_array = torch.zeros(1, example_steps, net.input_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, T, F) -> the output for each sequence (B, net.output_size)."""
+        return self.net(x)
+
+    def batch_loss(self, batch) -> torch.Tensor:
+        x, y = batch
+        return self.criterion(self(x), y)
+
+
+class RegressionTask(ManyToOneTask):
+    """Sequence-to-one regression (sine, adding): the mean squared error, mean((ŷ - y)²).
 
     Logged: ``train/loss`` every step; on validation and test, ``loss`` (the MSE), and where
     configured ``baseline_mse`` (the MSE of always answering ``baseline``) and ``within_tolerance``
@@ -69,21 +91,13 @@ class RegressionTask(Task):
     Schmidhuber's 0.04 on adding).
     """
 
+    criterion = staticmethod(F.mse_loss)
+
     def __init__(self, net: ManyToOneSettings = ManyToOneSettings(), baseline: Optional[float] = None,
                  tolerance: Optional[PositiveFloat] = None):
-        super().__init__()
+        super().__init__(net, example_steps=10)
         self.save_hyperparameters()
-        self.net = ManyToOne(net)
-        self.example_input_array = torch.zeros(1, 10, net.input_size)  # traced for TensorBoard's graph
         self.metrics = stage_metrics(loss=MeanSquaredError, baseline_mse=MeanSquaredError, within_tolerance=MeanMetric)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-    def batch_loss(self, batch) -> torch.Tensor:
-        """The mean squared error, mean((ŷ - y)²)."""
-        x, y = batch
-        return F.mse_loss(self(x), y)
 
     def measure(self, batch, stage: str) -> tuple[str, ...]:
         x, y = batch
@@ -102,33 +116,23 @@ class RegressionTask(Task):
         return self(batch[0])
 
 
-class ClassificationTask(Task):
+class ClassificationTask(ManyToOneTask):
     """Sequence classification (digits, MNIST read row by row): the regressions' many-to-one
     network, its head giving one logit per class (``net.output_size``, linked from
-    ``data.num_classes``) from the last hidden state; cross-entropy loss.
+    ``data.num_classes``) from the last hidden state; the mean cross-entropy.
 
     Logged: ``train/loss`` every step; on validation and test, ``loss`` (mean cross-entropy per
     sequence) and ``accuracy`` (torchmetrics' multiclass accuracy, micro-averaged).
     """
 
+    criterion = staticmethod(F.cross_entropy)
     shown = ("loss", "accuracy")
 
     def __init__(self, net: ManyToOneSettings = ManyToOneSettings(output_size=10)):
-        super().__init__()
+        super().__init__(net, example_steps=8)
         self.save_hyperparameters()
-        self.net = ManyToOne(net)
-        self.example_input_array = torch.zeros(1, 8, net.input_size)  # traced for TensorBoard's graph
         self.metrics = stage_metrics(loss=MeanMetric,
                                      accuracy=lambda: MulticlassAccuracy(net.output_size, average="micro"))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, T, F) -> logits (B, classes)."""
-        return self.net(x)
-
-    def batch_loss(self, batch) -> torch.Tensor:
-        """The mean cross-entropy."""
-        x, y = batch
-        return F.cross_entropy(self(x), y)
 
     def measure(self, batch, stage: str) -> tuple[str, ...]:
         x, y = batch
