@@ -7,43 +7,67 @@ import sys
 
 import pytest
 
-from lstm_pl import results
-from lstm_pl.results import Arm, Column, Experiment
+from lstm_pl.results import configs, markdown, registry, report, runner
+from lstm_pl.results.registry import Arm, Column, Experiment
 
 
 def test_summary_is_median_and_range():
-    assert results.summary([0.3, 0.1, 0.2], "{:.1f}") == "0.2 [0.1, 0.3]"
-    assert results.summary([0.5, None], "{:.1f}") == "0.5"
-    assert results.summary([None, float("nan")], "{:.1f}") == "n/a"
+    assert report.summary([0.3, 0.1, 0.2], "{:.1f}") == "0.2 [0.1, 0.3]"
+    assert report.summary([0.5, None], "{:.1f}") == "0.5"
+    assert report.summary([None, float("nan")], "{:.1f}") == "n/a"
 
 
 def test_seeds_and_the_row_command():
-    experiment = results.EXPERIMENTS[2]  # adding_solve: seeds 12, 13, 14; the batch stream follows the seed
-    assert results.seeds_of(experiment, quick=False) == [12, 13, 14]
+    experiment = registry.EXPERIMENTS[2]  # adding_solve: seeds 12, 13, 14; the batch stream follows the seed
+    assert runner.seeds_of(experiment, quick=False) == [12, 13, 14]
     arm = experiment.arms[0]
-    assert results.arguments(experiment, arm, 12, quick=False) == ["--config", "configs/adding_solve.yaml"]
-    assert results.arguments(experiment, arm, 13, quick=True)[-3:] == [
+    assert runner.arguments(experiment, arm, 12, quick=False) == ["--config", "configs/adding_solve.yaml"]
+    assert runner.arguments(experiment, arm, 13, quick=True)[-3:] == [
         "--trainer.max_steps=600", "--seed_everything=13", "--data.init_args.sampling_seed=13"]
-    assert results.command(experiment, arm, quick=False) == (
+    assert runner.command(experiment, arm, quick=False) == (
         "python -m lstm_pl fit --config configs/adding_solve.yaml --seed_everything=S --data.init_args.sampling_seed=S")
     by_name = {}  # an arm's name is its runs folder: one name, one configuration (its label may differ by table)
-    for arm in (arm for e in results.EXPERIMENTS + results.EXTRA for arm in e.arms):
+    for arm in (arm for e in registry.EXPERIMENTS + registry.EXTRA for arm in e.arms):
         assert by_name.setdefault(arm.name, (arm.config, arm.overrides)) == (arm.config, arm.overrides)
+
+
+def test_the_registry_names_shipped_configs():
+    named = {arm.config for e in registry.EXPERIMENTS + registry.EXTRA for arm in e.arms}
+    named |= {registry.SINE_DATA, registry.ADDING_DATA}
+    assert all((configs.CHECKOUT / config).is_file() for config in named)
+    assert configs.first_seed() == 12  # configs/base.yaml's seed_everything: seed S = 12, 13, ...
+
+
+def test_the_data_figures_draw_what_the_configs_set(tmp_path, config_path):
+    """No data setting is written twice: the figures take the DataModule the config builds, a
+    variant's own settings and the chain of ``config:`` files it starts from included."""
+    title = report.sine_data_figure().axes[0].get_title()
+    assert title == "Sine data: 251 points, noise 0.05·U(-1, 1), numpy seed 12"  # the original's, as configs/sine.yaml sets it
+    sine = tmp_path / "sine_short.yaml"
+    sine.write_text(f"config: {config_path('sine')}\ndata.init_args.length: 120\ndata.init_args.noise: 0.2\n")
+    ax = report.sine_data_figure(str(sine)).axes[0]
+    assert len(ax.lines[0].get_ydata()) == 120 and ax.get_title().startswith("Sine data: 120 points, noise 0.2·U")
+    adding = tmp_path / "adding_small.yaml"
+    adding.write_text(f"config: {config_path('adding')}\ndata.init_args.t: 30\ndata.init_args.n_sequence: 50\n")
+    figure = report.adding_data_figure(str(adding))
+    assert [ax.get_ylabel() for ax in figure.axes] == ["#1", "#2", "#49", "#50"]
+    assert all(len(ax.lines[0].get_ydata()) == 30 for ax in figure.axes)
+    assert figure.get_suptitle().startswith("Adding problem (T=30, seed 12)")
 
 
 def test_sections_are_replaced_in_place_and_the_rest_kept(tmp_path):
     path = tmp_path / "RESULTS.md"
     path.write_text("# Results\n\nprose before\n")
-    results.write_results({"about": "first\n", "sine": "sine tables\n", "adding": "adding tables\n"}, path)
-    results.write_results({"sine": "new sine tables\n", "shakespeare": "lm tables\n"}, path)  # as --only does
+    markdown.write_results({"about": "first\n", "sine": "sine tables\n", "adding": "adding tables\n"}, path)
+    markdown.write_results({"sine": "new sine tables\n", "shakespeare": "lm tables\n"}, path)  # as --only does
     text = path.read_text()
     assert text.startswith("# Results\n\nprose before\n")
     assert "sine tables" not in text.replace("new sine tables", "")
-    order = [text.index(t) for t in ("first", "new sine tables", "adding tables", "lm tables", results.END)]
-    assert order == sorted(order) and text.count(results.BEGIN) == 1
+    order = [text.index(t) for t in ("first", "new sine tables", "adding tables", "lm tables", markdown.END)]
+    assert order == sorted(order) and text.count(markdown.BEGIN) == 1
     text = text.replace("prose before", "prose edited by hand") + "prose after\n"
     path.write_text(text)
-    results.write_results({"adding": "adding again\n"}, path)
+    markdown.write_results({"adding": "adding again\n"}, path)
     assert "prose edited by hand" in path.read_text() and path.read_text().endswith("prose after\n")
 
 
@@ -56,7 +80,7 @@ def tiny(config_path, *overrides, seeds=2):
 
 def test_runs_train_test_report_and_are_not_rerun(config_path, tmp_path):
     experiment = tiny(config_path)
-    runs = results.run_all([experiment], tmp_path, quick=True, jobs=2)
+    runs = runner.run_all([experiment], tmp_path, quick=True, jobs=2)
     assert sorted(runs) == [("tiny_rnn", 12), ("tiny_rnn", 13)]
     result = json.loads((tmp_path / "tiny_rnn" / "seed_13" / "result.json").read_text())
     assert result["steps"] == 6 and "--seed_everything=13" in result["command"]
@@ -64,19 +88,19 @@ def test_runs_train_test_report_and_are_not_rerun(config_path, tmp_path):
     assert all(t is not None and t > 0 for t in tests) and tests[0] != tests[1]  # seeds differ
     figures = tmp_path / "figures"
     figures.mkdir()
-    sections = results.report([experiment], runs, True, figures, 60.0, 2)
+    sections = report.report([experiment], runs, True, figures, 60.0, 2)
     assert list(sections) == ["about", "data", "tiny"] and "QUICK MODE" in sections["about"]
     assert "| RNN 20 | " in sections["tiny"] and "--only tiny --quick" in sections["tiny"]
     assert (figures / "tiny_curves.png").stat().st_size > 0 and (figures / "data_adding.png").exists()
     stamp = (tmp_path / "tiny_rnn" / "seed_12" / "result.json").stat().st_mtime_ns
-    results.run_all([experiment], tmp_path, quick=True, jobs=1)
+    runner.run_all([experiment], tmp_path, quick=True, jobs=1)
     assert (tmp_path / "tiny_rnn" / "seed_12" / "result.json").stat().st_mtime_ns == stamp
 
 
 def test_a_failed_run_is_named_with_its_log(config_path, tmp_path):
     experiment = tiny(config_path, "--model.init_args.net.hidden_size=0", seeds=1)
     with pytest.raises(RuntimeError, match=r"tiny_rnn seed 12: fit failed, see .*seed_12\.log"):
-        results.run_all([experiment], tmp_path, quick=True, jobs=1)
+        runner.run_all([experiment], tmp_path, quick=True, jobs=1)
     assert not (tmp_path / "tiny_rnn" / "seed_12" / "result.json").exists()
     assert "hidden_size" in (tmp_path / "tiny_rnn" / "seed_12.log").read_text()
 
@@ -85,6 +109,6 @@ def test_child_reports_its_exit_status_and_own_cpu_seconds(tmp_path):
     """The CPU seconds of a run are its own process's (user + system), whatever runs beside it."""
     busy = "import time\nstart = time.process_time()\nwhile time.process_time() - start < 0.3: pass"
     with open(tmp_path / "log", "w") as out:
-        status, cpu = results.child([sys.executable, "-c", busy], out, dict(os.environ))
+        status, cpu = runner.child([sys.executable, "-c", busy], out, dict(os.environ))
         assert status == 0 and 0.3 <= cpu < 5
-        assert results.child([sys.executable, "-c", "raise SystemExit(3)"], out, dict(os.environ))[0] == 3
+        assert runner.child([sys.executable, "-c", "raise SystemExit(3)"], out, dict(os.environ))[0] == 3

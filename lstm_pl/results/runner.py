@@ -1,0 +1,142 @@
+"""The training runs: each (arm, seed) an ordinary ``python -m lstm_pl fit`` then ``test`` in its own
+process, ``jobs`` at a time; a run that finished before is read back from its folder, not rerun."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lstm_pl.checkpoints import read_checkpoint
+from lstm_pl.files import atomic_write
+
+from .configs import first_seed
+from .registry import Arm, Experiment
+
+
+def folder_of_test_run(folder: Path) -> Path:
+    """Where the test run of the fit in ``folder`` writes: ``<folder>_test`` beside it."""
+    return folder.with_name(folder.name + "_test")
+
+
+@dataclass
+class Run:
+    """One finished run, read back from its folder: ``result.json`` and the TensorBoard events."""
+
+    folder: Path
+    result: dict
+    _events: dict = field(default_factory=dict)
+
+    def scalars(self, tag: str, stage: str = "fit") -> list[tuple[int, float]]:
+        """``tag``'s (step, value) pairs as the fit (or the ``test`` run) logged them; [] where it logged none."""
+        if stage not in self._events:
+            from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+            events = EventAccumulator(str(self.folder if stage == "fit" else folder_of_test_run(self.folder)))
+            events.Reload()
+            self._events[stage] = events
+        events = self._events[stage]
+        if tag not in events.Tags()["scalars"]:
+            return []
+        return [(e.step, e.value) for e in events.Scalars(tag)]
+
+    def last(self, tag: str, stage: str = "fit") -> float | None:
+        """``tag``'s last value, or None where it was never logged."""
+        values = self.scalars(tag, stage)
+        return values[-1][1] if values else None
+
+    def test(self, tag: str) -> float | None:
+        """``tag`` as the test run of the last checkpoint logged it."""
+        return self.last(tag, "test")
+
+
+def seeds_of(experiment: Experiment, quick: bool) -> list[int]:
+    """The seeds ``experiment`` trains over: the configs' own, then the next ones."""
+    return list(range(first_seed(), first_seed() + (experiment.quick_seeds if quick else experiment.seeds)))
+
+
+def arguments(experiment: Experiment, arm: Arm, seed: int, quick: bool) -> list[str]:
+    """The CLI arguments after ``fit`` that train this run (the runs folder excepted)."""
+    args = ["--config", arm.config, *arm.overrides, *(experiment.quick if quick else ())]
+    if seed != first_seed():
+        args.append(f"--seed_everything={seed}")
+        if experiment.array_data:
+            args.append(f"--data.init_args.sampling_seed={seed}")
+    return args
+
+
+def command(experiment: Experiment, arm: Arm, quick: bool) -> str:
+    """The row's command, for seed S."""
+    args = arguments(experiment, arm, first_seed() + 1, quick)
+    text = " ".join(args).replace(f"={first_seed() + 1}", "=S")
+    return f"python -m lstm_pl fit {text}"
+
+
+def child(command: list[str], out, env: dict) -> tuple[int, float]:
+    """Run ``command`` to its end: its exit status and the CPU seconds it used (user + system, its
+    own, whatever else runs beside it)."""
+    process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, usage.ru_utime + usage.ru_stime
+
+
+def train(experiment: Experiment, arm: Arm, seed: int, root: Path, quick: bool) -> Path:
+    """Fit and test one run unless it finished before; returns its folder. Raises RuntimeError
+    naming the log file if either command fails."""
+    folder = root / arm.name / f"seed_{seed}"
+    if (folder / "result.json").exists():
+        return folder
+    logger = [f"--trainer.logger.init_args.save_dir={root}", f"--trainer.logger.init_args.name={arm.name}"]
+    args = arguments(experiment, arm, seed, quick)
+    log = root / arm.name / f"seed_{seed}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    for stale in (folder, folder_of_test_run(folder)):  # a run cut short: start it again
+        shutil.rmtree(stale, ignore_errors=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        fit = [sys.executable, "-m", "lstm_pl", "fit", *args, *logger, f"--trainer.logger.init_args.version={folder.name}"]
+        failed, cpu_seconds = child(fit, out, env)
+        if failed:
+            raise RuntimeError(f"{arm.name} seed {seed}: fit failed, see {log}")
+        seconds = time.perf_counter() - start
+        checkpoint = folder / "checkpoints" / "last.ckpt"
+        test = [sys.executable, "-m", "lstm_pl", "test", *args, *logger,
+                f"--trainer.logger.init_args.version={folder_of_test_run(folder).name}", f"--ckpt_path={checkpoint}"]
+        if child(test, out, env)[0]:
+            raise RuntimeError(f"{arm.name} seed {seed}: test failed, see {log}")
+    result = {"seconds": seconds, "cpu_seconds": cpu_seconds, "steps": read_checkpoint(checkpoint)["global_step"],
+              "seed": seed, "command": " ".join(["python -m lstm_pl fit", *args])}
+    with atomic_write(folder / "result.json") as partial:
+        partial.write_text(json.dumps(result, indent=1))
+    return folder
+
+
+def run_all(experiments, root: Path, quick: bool, jobs: int) -> dict[tuple[str, int], Run]:
+    """Every (arm, seed) of the experiments, each once, ``jobs`` at a time."""
+    todo = {}
+    for experiment in experiments:
+        for arm in experiment.arms:
+            for seed in seeds_of(experiment, quick):
+                todo.setdefault((arm.name, seed), (experiment, arm, seed))
+    failures, runs = [], {}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {key: pool.submit(train, *job, root, quick) for key, job in todo.items()}
+        for key, future in futures.items():
+            try:
+                folder = future.result()
+                runs[key] = Run(folder, json.loads((folder / "result.json").read_text()))
+                print(f"done: {key[0]} seed {key[1]}", flush=True)
+            except RuntimeError as error:
+                failures.append(str(error))
+                print(f"FAILED: {error}", flush=True)
+    if failures:
+        raise RuntimeError(f"{len(failures)} run(s) failed; first: {failures[0]}")
+    return runs
