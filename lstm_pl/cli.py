@@ -29,11 +29,11 @@ import torch
 from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from .callbacks import NonFiniteLoss
-from .checkpoints import Checkpoints, check_checkpoint_fits
 from . import runtime
+from .checkpoints import Checkpoints, check_checkpoint_fits
 from .console import Report, command_prefix
 from .errors import ConfigError, TrainingError, cause, first_line
+from .guards import NonFiniteLoss
 
 BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -71,7 +71,7 @@ class OneLineErrorParser(LightningArgumentParser):
 
 class CLI(LightningCLI):
     """LightningCLI with the project's parser, the ``checkpoint:`` (``checkpoints.Checkpoints``) and
-    ``non_finite:`` (``callbacks.NonFiniteLoss``) groups set in ``configs/base.yaml``, the
+    ``non_finite:`` (``guards.NonFiniteLoss``) groups set in ``configs/base.yaml``, the
     data-to-model links, and the run-folder rules for ``--ckpt_path``."""
 
     latest: "CLI | None" = None  # the CLI whose classes were instantiated last (main reports on it)

@@ -7,13 +7,13 @@ random_state=1)`` did (reproduced here index for index, without scikit-learn). T
 everything from numpy's global stream after ``numpy.random.seed(seed)``; here each DataModule
 draws from its own ``RandomState(seed)`` (the same numbers, without touching the global state),
 which ``sampling: original`` then continues for the minibatches, as the original's loop did.
+The orders the training rows are drawn in are ``sampling.py``'s; the loaders, ``loading.py``'s.
 """
 
 from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -21,9 +21,11 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from jsonargparse.typing import NonNegativeInt, OpenUnitInterval, PositiveInt
-from torch.utils.data import DataLoader, RandomSampler, Sampler, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from .errors import ConfigError
+from .loading import Rows, batches_drawn, loader, processes, share
+from .sampling import OriginalStream, RankShard, Shuffled, WithReplacement
 
 
 def train_test_split_indices(n: int, test_size: float = 0.1, random_state: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -72,119 +74,6 @@ def adding_problem(t: int = 250, n_sequence: int = 10_000, seed: int = 12,
     return x, y
 
 
-class WithReplacement(Sampler[int]):
-    """An endless stream of indices drawn uniformly from ``range(n)`` with replacement, ``chunk``
-    at a time from ``generator`` (the original's loop: every step a random batch). Training is
-    then counted in optimizer steps (``trainer.max_steps``), as the original counted them. The
-    first ``skip`` chunks are drawn and dropped: a resumed run continues the same stream."""
-
-    def __init__(self, n: int, chunk: int, generator: torch.Generator, skip: int = 0):
-        self.n, self.chunk, self.generator, self.skip = n, chunk, generator, skip
-
-    def __iter__(self) -> Iterator[int]:
-        for _ in range(self.skip):
-            torch.randint(high=self.n, size=(self.chunk,), generator=self.generator)
-        while True:
-            yield from torch.randint(high=self.n, size=(self.chunk,), generator=self.generator).tolist()
-
-
-class OriginalStream(Sampler[int]):
-    """The original's minibatches: ``numpy.random.choice(n, size=batch)`` every step, from the
-    numpy stream where the data generation left it (``state``), endlessly; the first ``skip``
-    draws dropped (a resumed run)."""
-
-    def __init__(self, n: int, batch: int, state: tuple, skip: int = 0):
-        self.n, self.batch, self.state, self.skip = n, batch, state, skip
-
-    def __iter__(self) -> Iterator[int]:
-        rng = np.random.RandomState()
-        rng.set_state(self.state)
-        for _ in range(self.skip):
-            rng.choice(self.n, size=self.batch)
-        while True:
-            yield from rng.choice(self.n, size=self.batch).tolist()
-
-
-class Shuffled(RandomSampler):
-    """Ordinary epochs, each a shuffled pass: ``RandomSampler`` and its exact order (one
-    ``torch.randperm`` of ``generator`` per pass; another, unused, when a pass runs to its end),
-    made resumable. ``resume`` (from ``state``) restarts where a checkpoint was taken: mid-pass, the
-    generator as that pass began and its first ``in_pass`` indices dropped; at a pass's end, the
-    generator as it was then."""
-
-    def __init__(self, data: TensorDataset, generator: torch.Generator):
-        super().__init__(data, generator=generator)
-        self.pass_start = generator.get_state()
-        self.restart: tuple[torch.Tensor, int] | None = None
-
-    def state(self, in_pass: int, pass_done: bool) -> dict:
-        """What a checkpoint taken after ``in_pass`` indices of this pass needs to resume it."""
-        return {"generator": self.generator.get_state() if pass_done else self.pass_start,
-                "skip": 0 if pass_done else in_pass}
-
-    def resume(self, state: dict) -> None:
-        self.restart = (state["generator"], state["skip"])
-
-    def __iter__(self) -> Iterator[int]:
-        skip = 0
-        if self.restart is not None:
-            (generator_state, skip), self.restart = self.restart, None
-            self.generator.set_state(generator_state)
-        self.pass_start = self.generator.get_state()
-        for position, index in enumerate(super().__iter__()):
-            if position >= skip:
-                yield index
-
-
-class RankShard(Sampler[int]):
-    """This process's share of every global batch under DDP: ``stream`` yields global batches of
-    ``batch`` indices one after the other; rank r of w takes positions r·batch/w .. (r+1)·batch/w
-    of each, so the w processes together train on exactly the one-process batches. An epoch's
-    last, partial batch of n indices is shared as evenly as w allows (n//w or n//w + 1 each, so
-    every process takes the same number of steps as one process; with n < w it is dropped)."""
-
-    def __init__(self, stream: Sampler[int], batch: int, rank: int, world: int):
-        self.stream, self.batch, self.rank, self.world = stream, batch, rank, world
-
-    def __iter__(self) -> Iterator[int]:
-        local = self.batch // self.world
-        chunk: list[int] = []
-        for index in self.stream:
-            chunk.append(index)
-            if len(chunk) == self.batch:
-                yield from chunk[self.rank * local : (self.rank + 1) * local]
-                chunk = []
-        if len(chunk) >= self.world:
-            small, larger = divmod(len(chunk), self.world)
-            start = self.rank * small + min(self.rank, larger)
-            yield from chunk[start : start + small + (self.rank < larger)]
-
-
-def loader(dataset, **settings) -> DataLoader:
-    """A ``DataLoader`` that seeds each iterator from a generator of its own, not from torch's
-    global one: starting an epoch or a validation then leaves the global stream (dropout's masks)
-    where it was, so that a resumed run sees the stream the uninterrupted one saw."""
-    if isinstance(dataset, Rows):
-        settings.setdefault("collate_fn", Rows.collate)
-    return DataLoader(dataset, generator=torch.Generator().manual_seed(0), **settings)
-
-
-def processes(module: pl.LightningDataModule) -> tuple[int, int]:
-    """(rank, world size) of the Trainer the DataModule is attached to; (0, 1) without one."""
-    trainer = module.trainer
-    return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
-
-def batches_drawn(trainer: pl.Trainer, in_epoch: bool = False) -> int:
-    """The training batches a run has consumed so far (``in_epoch``: in the current epoch): where a
-    resumed run's data must go on from. Micro-batches, as Lightning's loop counts them and restores
-    them on resume (a batch saved at ``on_train_batch_end`` included), not optimizer steps ×
-    accumulation: an epoch whose batches the accumulation does not divide ends on a shorter step,
-    and a checkpoint may be saved between two steps (a validation every n batches)."""
-    progress = trainer.fit_loop.epoch_loop.batch_progress
-    return (progress.current if in_epoch else progress.total).processed
-
-
 def memory_available() -> int | None:
     """Bytes of memory this machine can still hand out (Linux's ``MemAvailable``); None elsewhere."""
     try:
@@ -209,15 +98,6 @@ def check_batch_fits(rows: TensorDataset, batch: int, key: str = "batch_size") -
                           f"{free / 2**30:.1f} GiB of memory free; lower it")
 
 
-def share(batch_size: int, world: int, key: str = "batch_size") -> int:
-    """Each process's part of a global batch (the setting ``data.init_args.<key>``); the batch must
-    divide evenly among the processes."""
-    if batch_size % world:
-        raise ConfigError(f"data.init_args.{key} ({batch_size}) is the global batch: it must divide evenly "
-                          f"among the {world} processes")
-    return batch_size // world
-
-
 Sampling = Literal["with_replacement", "original", "epochs"]
 
 
@@ -230,23 +110,6 @@ class Arrays:
     x: np.ndarray
     y: np.ndarray
     test: tuple[np.ndarray, np.ndarray] | None = None
-
-
-class Rows(TensorDataset):
-    """Rows held in tensors, fetched a whole batch at a time: the DataLoader hands ``__getitems__``
-    the batch's indices and gets ``[x[indices], y[indices]]``, one indexing per tensor, where a row
-    at a time costs a Python call per row and a stack (and a batch of millions minutes before its
-    first step). The values and their order are the row-at-a-time batch's. Load it with
-    ``collate_fn=Rows.collate``."""
-
-    def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
-        index = torch.tensor(indices, dtype=torch.long)
-        return [tensor[index] for tensor in self.tensors]
-
-    @staticmethod
-    def collate(batch: list[torch.Tensor]) -> list[torch.Tensor]:
-        """``__getitems__`` has made the batch already (a list, as ``default_collate`` makes one)."""
-        return batch
 
 
 def as_dataset(x: np.ndarray, y: np.ndarray) -> Rows:

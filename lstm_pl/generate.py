@@ -21,7 +21,7 @@ from . import runtime
 from .cli import OneLineErrorParser
 from .errors import first_line
 from .tasks import LanguageModelTask
-from .text import TOKENIZER_FILE, UNKNOWN
+from .corpus import TOKENIZER_FILE, UNKNOWN
 
 
 def load_run(run: str | Path, tokenizer: str | Path | None = None) -> tuple[LanguageModelTask, Tokenizer]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import abc
 import gzip
-import re
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -24,7 +23,7 @@ from jsonargparse.typing import OpenUnitInterval
 
 from .data import ArrayDataModule, Arrays, train_test_split_indices
 from .errors import ConfigError
-from .files import download, sha256_of
+from .files import download, is_sha256, sha256_of
 
 Order = Literal["rows", "pixels"]
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -131,7 +130,7 @@ class MNISTDataModule(ImageSequenceDataModule):
         self.folder, self.url = Path(folder), url
         self.sha256 = dict(MNIST_FILES if sha256 is None else sha256)
         for name, digest in self.sha256.items():
-            if not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+            if not is_sha256(digest):
                 raise ConfigError(f"data.init_args.sha256.{name} must be 64 hex digits, got {digest!r}")
         if url is None and not self.folder.is_dir():
             raise ConfigError(f"data.init_args.folder: no such folder {folder} (or give data.init_args.url to download "

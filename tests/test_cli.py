@@ -10,7 +10,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lstm_pl import LossCurves, data
+from lstm_pl import LossCurves, data, loading
 from lstm_pl.cli import CLI, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,7 +138,7 @@ def test_batches_are_fetched_whole_and_equal_row_by_row():
     the row-at-a-time batch of a plain TensorDataset."""
     x, y = torch.randn(50, 7, 2), torch.randint(0, 3, (50,))
     order = [3, 3, 49, 0, 17, 8, 8, 1]
-    batched = data.loader(data.Rows(x, y), batch_size=4, sampler=order)
+    batched = loading.loader(loading.Rows(x, y), batch_size=4, sampler=order)
     plain = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4, sampler=order)
     for (bx, by), (px, py) in zip(batched, plain, strict=True):
         assert torch.equal(bx, px) and torch.equal(by, py) and by.dtype == py.dtype

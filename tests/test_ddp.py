@@ -67,7 +67,7 @@ def test_two_processes_train_like_one(task, tags, tmp_path, request):
 
 def test_the_global_batch_must_divide_among_processes():
     from lstm_pl import ConfigError
-    from lstm_pl.data import share
+    from lstm_pl.loading import share
 
     assert share(10, 2) == 5
     with pytest.raises(ConfigError, match=r"data.init_args.batch_size \(10\) is the global batch"):

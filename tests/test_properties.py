@@ -25,7 +25,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from lstm_pl import ConfigError, SineDataModule, TextDataModule
-from lstm_pl.text import UNKNOWN, StreamWindows, split_words, word_tokenizer
+from lstm_pl.corpus import UNKNOWN, split_words, word_tokenizer
+from lstm_pl.text import StreamWindows
 
 PROPERTY = settings(max_examples=60, deadline=None, derandomize=True, database=None, print_blob=False)
 

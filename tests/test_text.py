@@ -14,8 +14,9 @@ import torch
 from tokenizers import Tokenizer
 
 from lstm_pl import ConfigError, TextDataModule
-from lstm_pl.text import (UNKNOWN, StreamWindows, download, fit_vocabulary, prepare_corpus, split_words,
-                          word_tokenizer)
+from lstm_pl.corpus import UNKNOWN, fit_vocabulary, prepare_corpus, split_words, word_tokenizer
+from lstm_pl.files import download
+from lstm_pl.text import StreamWindows
 
 LINE = "First Citizen:\nWe know't, we know't!  O'er the well-beloved--hill; 'tis DONE."
 
@@ -187,7 +188,7 @@ def test_chunked_preparation_is_the_whole_text_one(tmp_path):
     reference = word_tokenizer()
     all_words = split_words(reference, source.read_text())
     assert meta["words"] == len(all_words) == 3_000 and meta["train_end"] == 2_700
-    fit_vocabulary(reference, all_words[: meta["train_end"]], 2)
+    fit_vocabulary(reference, [all_words[: meta["train_end"]]], 2)
     assert tokenizer.get_vocab() == reference.get_vocab()
     ids = np.memmap(tmp_path / "prepared" / "ids.bin", dtype=meta["dtype"], mode="r")
     np.testing.assert_array_equal(ids[: meta["words"]], reference.encode(all_words, is_pretokenized=True).ids)
