@@ -27,7 +27,11 @@ FIRST_STEP = """
 import sys, time
 start = time.perf_counter()
 import pytorch_lightning as pl
+from lstm_pl import runtime
 from lstm_pl.cli import CLI
+
+runtime.start()  # as python -m lstm_pl starts
+
 
 class FirstStep(pl.Callback):
     def on_train_batch_start(self, trainer, *args):

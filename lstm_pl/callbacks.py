@@ -40,8 +40,9 @@ class StepLogger(TensorBoardLogger):
             from torch.utils.tensorboard.summary import hparams as hparams_summary  # as Lightning does: not at import
 
             values = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flat(params, "/").items()}
+            writer = self.experiment._get_file_writer()  # as Lightning's own: reopened after a close (a later stage)
             for summary in hparams_summary(values, dict.fromkeys(metrics, 0.0)):
-                self.experiment.file_writer.add_summary(summary, step)
+                writer.add_summary(summary, step)
 
 
 def run_folder(trainer: pl.Trainer) -> Path:

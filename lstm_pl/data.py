@@ -86,15 +86,16 @@ def memory_available() -> int | None:
     return None
 
 
-def check_batch_fits(rows: TensorDataset, batch: int, key: str = "batch_size") -> None:
-    """Refuse, before anything is drawn, a training batch whose rows alone need more memory than
-    the machine has free (``data.init_args.<key>``): drawn with replacement, a batch may be far
-    larger than the data, and assembling it would otherwise end in the kernel's out-of-memory kill,
-    with nothing said. What the model needs beyond the batch is left to the allocator's own error."""
+def check_batch_fits(rows: TensorDataset, drawn: int, setting: int, key: str = "batch_size") -> None:
+    """Refuse, before anything is drawn, training batches whose rows alone need more memory than
+    the machine has free: ``drawn`` rows at a time on this machine (every process's share), set by
+    ``data.init_args.<key>`` = ``setting``. Drawn with replacement, a batch may be far larger than
+    the data, and assembling it would otherwise end in the kernel's out-of-memory kill, with
+    nothing said. What the model needs beyond the batch is left to the allocator's own error."""
     row_bytes = sum(tensor[0].numel() * tensor.element_size() for tensor in rows.tensors)
-    need, free = batch * row_bytes, memory_available()
+    need, free = drawn * row_bytes, memory_available()
     if free is not None and need > free:
-        raise ConfigError(f"data.init_args.{key} ({batch}): one batch's rows need {need / 2**30:.1f} GiB, more than the "
+        raise ConfigError(f"data.init_args.{key} ({setting}): one batch's rows need {need / 2**30:.1f} GiB, more than the "
                           f"{free / 2**30:.1f} GiB of memory free; lower it")
 
 
@@ -177,15 +178,26 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
                           f"{type(self).__name__} generates none (use with_replacement or epochs)")
 
     def prepare_data(self) -> None:
-        """Before the run writes anything (Lightning calls it ahead of the loggers): a training batch
-        too large for this machine's memory is refused here (``check_batch_fits``)."""
-        if self.trainer is not None and self.trainer.state.fn == "fit":
+        """One process: the training batch checked here (``check_training_batch``), before the run
+        writes anything (Lightning calls this ahead of its loggers)."""
+        if self.trainer is not None and self.trainer.state.fn == "fit" and processes(self)[1] == 1:
             self.load_arrays()
-            local = share(self.batch_size, processes(self)[1])
-            check_batch_fits(self.train_set, local if self.sampling != "epochs" else min(local, len(self.train_set)))
+            self.check_training_batch()
 
     def setup(self, stage: str | None = None) -> None:
+        """Several processes: the training batch checked here, by every process alike (in
+        ``prepare_data`` only the first would stop, and the others wait for it at a barrier)."""
         self.load_arrays()
+        if stage == "fit" and processes(self)[1] > 1:
+            self.check_training_batch()
+
+    def check_training_batch(self) -> None:
+        """The global batch divides among the processes (``share``), and the rows the processes of
+        this machine draw at a time fit in its free memory (``check_batch_fits``)."""
+        local = share(self.batch_size, processes(self)[1])
+        per_machine = self.trainer.num_devices if self.trainer is not None else 1
+        drawn = local if self.sampling != "epochs" else min(local, len(self.train_set))
+        check_batch_fits(self.train_set, drawn * per_machine, self.batch_size)
 
     def load_arrays(self) -> None:
         """``load`` once; the training, validation and test sets."""

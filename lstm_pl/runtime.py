@@ -1,6 +1,7 @@
 """What a process sets up before it trains, in one place: each entry point (``python -m lstm_pl``,
-``lstm_pl.results``, ``lstm_pl.generate``, ``parity.compare``, ``benchmarks``) calls ``start()``
-once; importing changes nothing, and building a ``CLI`` changes no process setting.
+``lstm_pl.results``, ``lstm_pl.generate``, ``parity.compare``, ``parity.sensitivity``, the
+``benchmarks`` and the processes they start) calls ``start()`` once; importing changes nothing,
+and building a ``CLI`` changes no process setting.
 
 - ``quiet()``: the output a user reads, without the notes that tell nothing;
 - ``flush_denormals()``: denormal floats count as zero, as TensorFlow has them on the CPU;

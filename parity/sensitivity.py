@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("LSTM_PL_FUSED", "0")
     import torch
 
+    from lstm_pl import runtime
+
+    runtime.start()
     torch.set_num_threads(1)
     config = os.path.join(os.path.dirname(__file__), "..", "configs", f"{args.task}.yaml")
     nudged = float(np.nextafter(np.float32(args.lr), np.float32(1.0)))

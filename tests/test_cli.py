@@ -217,7 +217,7 @@ def test_loss_curve_after_update_is_the_originals(config_path, tmp_path):
 
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's allocator")
 def test_large_tensors_reuse_freed_memory():
-    """After keep_freed_memory (every CLI run calls it), a 50 MB tensor allocated and freed step
+    """After keep_freed_memory (every entry point calls it), a 50 MB tensor allocated and freed step
     after step costs no page faults: glibc no longer maps and unmaps it each time. Measured in a
     fresh process, where no other test's threads allocate (or fragment the heap) meanwhile."""
     script = """

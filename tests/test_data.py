@@ -172,3 +172,25 @@ def test_original_sampling_continues_the_numpy_stream():
     first = next(iter(adding.train_dataloader()))
     original_adding_problem(20, 300)  # leaves numpy's global stream where the original's loop starts
     assert torch.equal(first[1], adding.train_set.tensors[1][np.random.choice(270, size=7)])
+
+
+@pytest.mark.parametrize("devices, refused", [(1, False), (2, True)])
+def test_the_batch_check_counts_every_process_on_the_machine(devices, refused):
+    """Under DDP every process of a machine draws its share of the global batch at once: the rows
+    of all of them must fit in its free memory, and every process checks it alike (in setup, so
+    that none waits at a barrier for one that stopped)."""
+    from types import SimpleNamespace
+
+    from lstm_pl.data import memory_available
+
+    free = memory_available()
+    if free is None:
+        pytest.skip("no /proc/meminfo: the check needs Linux's MemAvailable")
+    share = int(0.75 * free) // (20 * 2 * 4 + 4)  # rows of 20 steps x (signal, mask) and a target, float32
+    data = AddingDataModule(t=20, n_sequence=200, batch_size=2 * share)
+    data.trainer = SimpleNamespace(global_rank=0, world_size=2, num_devices=devices, state=SimpleNamespace(fn="fit"))
+    if refused:
+        with pytest.raises(ConfigError, match=rf"data.init_args.batch_size \({2 * share}\): one batch's rows need"):
+            data.setup("fit")
+    else:
+        data.setup("fit")
