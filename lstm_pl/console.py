@@ -95,7 +95,8 @@ class Report(pl.Callback):
 
     def teardown(self, trainer, pl_module, stage):
         if stage != "fit" and trainer.is_global_zero and not trainer.sanity_checking and trainer.loggers:
-            print("\n".join([f"{getattr(stage, 'value', stage)} done", *self.files(trainer)]), flush=True)
+            checkpoint = [f"  checkpoint: {shown(trainer.ckpt_path)}"] if trainer.ckpt_path else []  # whose weights
+            print("\n".join([f"{getattr(stage, 'value', stage)} done", *checkpoint, *self.files(trainer)]), flush=True)
             self.log_hyperparameters(trainer, pl_module, hp_metrics(trainer.callback_metrics, ("val/", "test/")))
 
     @staticmethod

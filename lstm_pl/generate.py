@@ -2,6 +2,7 @@
 
     python -m lstm_pl.generate --run runs/shakespeare/version_0 \\
         --prompt "wherefore art thou" --words 30 --temperature 0.8 --top_k 40 --seed 1
+    python -m lstm_pl.generate --run runs/shakespeare/version_0 --prompt "wherefore art thou" --top_p 0.9
 
 ``--run`` is a run folder (its ``checkpoints/last.ckpt`` and ``tokenizer.json``) or a checkpoint
 file inside one; ``--tokenizer`` names another tokenizer file. The prompt is normalised as the
@@ -46,7 +47,7 @@ def load_run(run: str | Path, tokenizer: str | Path | None = None) -> tuple[Lang
 
 
 def generate(task: LanguageModelTask, tokenizer: Tokenizer, prompt: str, words: int, temperature: float = 1.0,
-             top_k: int | None = None, seed: int = 0, allow_unknown: bool = False) -> str:
+             top_k: int | None = None, seed: int = 0, allow_unknown: bool = False, top_p: float | None = None) -> str:
     """The prompt as the model read it (its words, ``<unk>`` for unknown ones), then ``words``
     generated words, separated by spaces."""
     prompt_ids = tokenizer.encode(prompt).ids
@@ -57,7 +58,8 @@ def generate(task: LanguageModelTask, tokenizer: Tokenizer, prompt: str, words: 
         raise ValueError(f"--tokenizer: it has {tokenizer.get_vocab_size()} words, the model {vocab_size}")
     generator = torch.Generator().manual_seed(seed)
     new_ids = task.net.generate(torch.tensor(prompt_ids), words, temperature, top_k,
-                                banned=None if allow_unknown else tokenizer.token_to_id(UNKNOWN), generator=generator)
+                                banned=None if allow_unknown else tokenizer.token_to_id(UNKNOWN), generator=generator,
+                                top_p=top_p)
     return tokenizer.decode(prompt_ids + new_ids.tolist(), skip_special_tokens=False)
 
 
@@ -70,6 +72,8 @@ def main(args: list[str] | None = None) -> None:
     parser.add_argument("--words", type=int, default=30, help="how many words to generate (at least 1)")
     parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 = always the most likely word")
     parser.add_argument("--top_k", type=int, default=0, help="sample among the k most likely words (default 0: all)")
+    parser.add_argument("--top_p", type=float, default=1.0,
+                        help="sample among the fewest most likely words whose probability sums to at least p (default 1: all)")
     parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same text")
     parser.add_argument("--allow_unknown", type=bool, default=False, help="let the model generate <unk> (banned by default)")
     options = parser.parse_args(args)
@@ -77,10 +81,12 @@ def main(args: list[str] | None = None) -> None:
         parser.error(f"--words must be at least 1, got {options.words}")
     if options.temperature < 0 or options.top_k < 0:
         parser.error("--temperature and --top_k must not be negative")
+    if not 0 < options.top_p <= 1:
+        parser.error(f"--top_p must be in (0, 1], got {options.top_p}")
     try:
         task, tokenizer = load_run(options.run, options.tokenizer)
         text = generate(task, tokenizer, options.prompt, options.words, options.temperature, options.top_k or None,
-                        options.seed, options.allow_unknown)
+                        options.seed, options.allow_unknown, options.top_p)
     except ValueError as error:
         parser.error(str(error))
     print(text)

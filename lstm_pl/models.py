@@ -200,11 +200,14 @@ class WordLanguageModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, prompt: Tensor, steps: int, temperature: float = 1.0, top_k: int | None = None,
-                 banned: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+                 banned: int | None = None, generator: torch.Generator | None = None,
+                 top_p: float | None = None) -> Tensor:
         """Continue ``prompt`` (T,) by ``steps`` tokens, each fed back as the next input: sampled
-        from softmax(logits / temperature) over the ``top_k`` most likely words (all if None), or
-        the most likely word when ``temperature`` is 0; ``banned`` (e.g. ``<unk>``) is never
-        chosen. Same ``generator`` state, same tokens. Call in eval mode. Returns (steps,)."""
+        from softmax(logits / temperature) over the ``top_k`` most likely words (all if None) and,
+        with ``top_p``, over the fewest most likely words whose probabilities sum to at least
+        ``top_p`` (nucleus sampling, Holtzman et al. 2020); or the most likely word when
+        ``temperature`` is 0. ``banned`` (e.g. ``<unk>``) is never chosen. Same ``generator``
+        state, same tokens. Call in eval mode. Returns (steps,)."""
         logits, state = self(prompt[None])
         chosen = []
         for _ in range(steps):
@@ -218,7 +221,19 @@ class WordLanguageModel(nn.Module):
                 if top_k is not None and top_k < scores.numel():
                     kth = torch.topk(scores, top_k).values[-1]
                     scores = scores.masked_fill(scores < kth, -float("inf"))
+                if top_p is not None and top_p < 1:
+                    scores = nucleus(scores, top_p)
                 token = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator)
             chosen.append(token)
             logits, state = self(token.view(1, 1), state)
         return torch.cat(chosen, dim=0) if chosen else prompt.new_empty(0)
+
+
+def nucleus(scores: Tensor, top_p: float) -> Tensor:
+    """``scores`` (V,) with every word outside the nucleus set to -inf: the nucleus is the fewest
+    most likely words whose softmax probabilities sum to at least ``top_p`` (the most likely word
+    always in it)."""
+    probabilities, order = torch.softmax(scores, dim=-1).sort(descending=True)
+    before = probabilities.cumsum(0) - probabilities  # the mass of the more likely words
+    outside = order[before >= top_p]
+    return scores.index_fill(0, outside, -float("inf"))

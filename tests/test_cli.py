@@ -57,6 +57,7 @@ def test_validate_test_predict_from_checkpoint(config_path, tmp_path, capsys):
         assert Path(done.trainer.log_dir) == run / command / "version_0"
         out = capsys.readouterr().out
         assert f"{command} done" in out and str(run / command / "version_0") in out, out
+        assert f"checkpoint: {ckpt}" in out, out  # whose weights were evaluated
     assert sorted(p.name for p in (tmp_path / "sine_rnn").iterdir()) == ["version_0"]
     events = EventAccumulator(str(run / "test" / "version_0"))
     events.Reload()

@@ -163,6 +163,23 @@ def test_generation_is_deterministic_for_a_seed(short_fit, capsys):
     main(["--run", str(checkpoint), "--tokenizer", str(folder / "tokenizer.json"),
           "--prompt", PROMPT, "--words", "20", "--top_k", "50", "--seed", "7"])
     assert capsys.readouterr().out.strip() == first
+    # Nucleus sampling: a nucleus too small to hold more than the most likely word is the greedy choice.
+    assert generate(task, tokenizer, "douvi gealou rapoucou", 5, temperature=1.0, top_p=1e-9, seed=3) == greedy
+    nucleus_text = generate(task, tokenizer, PROMPT, 20, temperature=1.0, top_p=0.9, seed=7)
+    main(["--run", str(checkpoint), "--prompt", PROMPT, "--words", "20", "--top_p", "0.9", "--seed", "7"])
+    assert capsys.readouterr().out.strip() == nucleus_text != first
+    with pytest.raises(SystemExit):
+        main(["--run", str(checkpoint), "--prompt", PROMPT, "--top_p", "0"])
+    assert capsys.readouterr().err.strip() == "lstm_pl.generate: error: --top_p must be in (0, 1], got 0.0"
+
+
+def test_the_nucleus_is_the_fewest_most_likely_words_reaching_top_p():
+    from lstm_pl.models import nucleus
+
+    scores = torch.tensor([0.30, 0.05, 0.50, 0.15]).log()
+    kept = lambda top_p: torch.isfinite(nucleus(scores, top_p)).nonzero().flatten().tolist()
+    assert kept(0.5) == [2] and kept(0.51) == [0, 2] and kept(0.8) == [0, 2] and kept(0.81) == [0, 2, 3]
+    assert kept(1.0) == [0, 1, 2, 3] and kept(1e-9) == [2]
 
 
 @pytest.mark.parametrize("broken, key", [("tokenizer.json", "--tokenizer"), ("last.ckpt", "--run")])
