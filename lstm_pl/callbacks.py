@@ -22,12 +22,13 @@ from .tasks import Task
 
 
 class StepLogger(TensorBoardLogger):
-    """Lightning's TensorBoard logger without the ``epoch`` scalar Lightning adds to every write:
-    the step is every chart's axis (the language model's epochs are in ``val/*``), and an ``epoch``
-    card would be the first a user sees."""
+    """Lightning's TensorBoard logger without the ``epoch`` scalar Lightning adds to every write
+    (the step is every chart's axis; the language model's epochs are in ``val/*``), and with
+    ``LearningRateMonitor``'s ``lr-<optimizer>`` written as ``train/lr-<optimizer>``: every tag in
+    its split's card group, so that a run opens on its training curves, not an epoch or lr card."""
 
     def log_metrics(self, metrics, step=None):
-        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+        super().log_metrics({f"train/{k}" if k.startswith("lr-") else k: v for k, v in metrics.items() if k != "epoch"}, step)
 
     @rank_zero_only
     def log_hyperparams(self, params, metrics=None, step=None):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lstm_pl import CELLS, ConfigError, LanguageModelSettings, LanguageModelTask, LossCurves, WordLanguageModel
 from lstm_pl.cli import CLI
@@ -135,6 +136,11 @@ def test_short_fit_lowers_the_loss(short_fit):
     assert after["val/loss"] < before["val/loss"] - 1.0
     assert after["val/perplexity"] == pytest.approx(math.exp(after["val/loss"]), rel=1e-4)
     assert {"train/loss", "train/perplexity"} <= set(after)  # one tag scheme: each step's, as every task logs
+    events = EventAccumulator(str(cli.trainer.log_dir))
+    events.Reload()
+    learning_rate = events.Scalars("train/lr-Adam")  # LearningRateMonitor, in the train group, once an epoch
+    assert [point.value for point in learning_rate] == pytest.approx([0.01] * 3)
+    assert not [tag for tag in events.Tags()["scalars"] if not tag.startswith(("train/", "val/"))]
     assert cli.model.hparams.net["vocab_size"] == cli.datamodule.vocab_size == 1234  # linked from the data
     # state carried within each epoch of each stage, reset at each epoch start
     records = cli.model.started_carried
