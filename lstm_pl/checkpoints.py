@@ -15,6 +15,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from .errors import ConfigError, first_line
 from .files import atomic_write, remove_stale_partials
 from .models import flat, weights_finite
+from .tasks import DATA_LINKS
 
 
 # Lightning's private names this module uses, all here, read from pytorch-lightning 2.6.6 (its
@@ -153,9 +154,7 @@ def importable(class_path: str) -> type | None:
         return None
 
 
-# Model settings the data decides (linked by the CLI when the classes are made): a checkpoint of
-# other data differs in its data class, and a language model's vocabulary is checked on loading.
-LINKED = {"net.input_size", "net.vocab_size", "net.output_size"}
+LINKED = set(DATA_LINKS.values())  # model settings the data decides (tasks.DATA_LINKS): not compared on a resume
 
 
 def check_checkpoint_fits(path: str | Path, config, resuming: bool) -> None:

@@ -34,6 +34,7 @@ from .checkpoints import Checkpoints, check_checkpoint_fits
 from .console import Report, command_prefix
 from .errors import ConfigError, TrainingError, cause, first_line
 from .guards import NonFiniteLoss
+from .tasks import DATA_LINKS
 
 BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -90,9 +91,8 @@ class CLI(LightningCLI):
         parser.add_lightning_class_args(NonFiniteLoss, "non_finite")
         parser.add_lightning_class_args(Report, "report")
         # Applied after the DataModule exists, each only where both ends have the attribute.
-        parser.link_arguments("data.input_size", "model.init_args.net.input_size", apply_on="instantiate")
-        parser.link_arguments("data.vocab_size", "model.init_args.net.vocab_size", apply_on="instantiate")
-        parser.link_arguments("data.num_classes", "model.init_args.net.output_size", apply_on="instantiate")
+        for source, target in DATA_LINKS.items():
+            parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
 
     def parse_arguments(self, parser, args) -> None:
         """Parse, then check ``--ckpt_path`` before anything reads it, and point a resumed fit at

@@ -18,6 +18,13 @@ from .errors import ConfigError
 from .models import LanguageModelSettings, ManyToOneSettings, ManyToOne, WordLanguageModel
 
 
+# What the data decides for the model: a DataModule attribute -> the task's init argument it sets.
+# The CLI links each when the classes are made (where both ends have it); a resume does not compare
+# them (a checkpoint of other data differs in its data class; a vocabulary is checked on loading).
+DATA_LINKS = {"input_size": "net.input_size", "vocab_size": "net.vocab_size", "num_classes": "net.output_size",
+              "unknown_id": "unknown_id"}
+
+
 def stage_metrics(**metrics) -> torch.nn.ModuleDict:
     """One fresh metric per evaluation stage and name, keyed ``<stage>_<name>`` (val and test keep
     their own state): ``stage_metrics(loss=MeanMetric)`` -> {"val_loss": ..., "test_loss": ...}."""
@@ -173,13 +180,14 @@ class LanguageModelTask(Task):
     recomputable = False  # a window's loss depends on the state the window before carried in
     shown = ("perplexity",)
 
-    def __init__(self, net: LanguageModelSettings = LanguageModelSettings(), stateful: bool = True):
+    def __init__(self, net: LanguageModelSettings = LanguageModelSettings(), stateful: bool = True,
+                 unknown_id: Optional[int] = None):
         super().__init__()
         self.save_hyperparameters()
         self.net = WordLanguageModel(net)
         self.example_input_array = torch.zeros(1, 10, dtype=torch.long)  # traced for TensorBoard's graph
         self.train_perplexity = Perplexity(dist_sync_on_step=True)  # each step's value over all processes
-        self.metrics = stage_metrics(loss=MeanMetric, perplexity=Perplexity)
+        self.metrics = stage_metrics(loss=MeanMetric, perplexity=Perplexity, perplexity_without_unk=Perplexity)
         self.states: dict[str, object] = {}
         self.rng_state_to_restore: torch.Tensor | None = None  # a resumed run's generator (on_load_checkpoint)
 
@@ -209,12 +217,18 @@ class LanguageModelTask(Task):
     def forward(self, tokens: torch.Tensor, state=None):
         return self.net(tokens, state)
 
-    def _loss(self, batch, stage: str) -> tuple[torch.Tensor, int]:
-        """Mean cross-entropy of one window, the state carried in from the stage's previous window."""
+    def window(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """One window's logits (B·T, V) and targets (B·T,), read from the state the stage's previous
+        window carried in (kept for the next one)."""
         x, y = batch
         logits, state = self(x, self.states.get(stage) if self.hparams.stateful else None)
         self.states[stage] = detach_state(state)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)), y.numel()
+        return logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+
+    def _loss(self, batch, stage: str) -> tuple[torch.Tensor, int]:
+        """Mean cross-entropy of one window and its number of tokens."""
+        logits, targets = self.window(batch, stage)
+        return F.cross_entropy(logits, targets), targets.numel()
 
     def on_train_epoch_start(self) -> None:
         """Zeros at an epoch's start. (Lightning does not call this hook when it resumes an epoch in
@@ -238,7 +252,17 @@ class LanguageModelTask(Task):
         return loss
 
     def measure(self, batch, stage: str) -> tuple[str, ...]:
-        loss, tokens = self._loss(batch, stage)
+        """``loss`` and ``perplexity`` over every target word; with ``unknown_id`` (linked from the
+        data: ``<unk>``'s id) also ``perplexity_without_unk``, over the targets that are not ``<unk>``
+        (what the model scores on words it knows; ``<unk>`` is an easy, frequent target)."""
+        logits, targets = self.window(batch, stage)
+        loss = F.cross_entropy(logits, targets)
         for name in ("loss", "perplexity"):
-            self.metrics[f"{stage}_{name}"].update(loss, tokens)
-        return ("loss", "perplexity")
+            self.metrics[f"{stage}_{name}"].update(loss, targets.numel())
+        if self.hparams.unknown_id is None:
+            return ("loss", "perplexity")
+        known = targets != self.hparams.unknown_id
+        if known.any():
+            self.metrics[f"{stage}_perplexity_without_unk"].update(F.cross_entropy(logits[known], targets[known]),
+                                                                    known.sum())
+        return ("loss", "perplexity", "perplexity_without_unk")

@@ -25,7 +25,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, Dataset
 
-from .corpus import TOKENIZER_FILE, discard, file_stat, prepare_corpus, prepared_problem, read_prepared, word_tokenizer
+from .corpus import TOKENIZER_FILE, UNKNOWN, discard, file_stat, prepare_corpus, prepared_problem, read_prepared, word_tokenizer
 from .errors import ConfigError
 from .files import atomic_write, download, is_sha256, remove_stale_partials, sha256_of
 from .loading import batches_drawn, loader, processes, share
@@ -181,6 +181,12 @@ class TextDataModule(pl.LightningDataModule):
         for train, ``eval_batch_size`` for val and test."""
         key = "batch_size" if split == "train" else "eval_batch_size"
         return key, getattr(self, key)
+
+    @property
+    def unknown_id(self) -> int:
+        """``<unk>``'s id, for the model's perplexity without it (read by the CLI, as ``vocab_size``)."""
+        self.setup()
+        return self.tokenizer.token_to_id(UNKNOWN)
 
     @property
     def vocab_size(self) -> int:

@@ -104,9 +104,9 @@ class RecordingTask(LanguageModelTask):
     def setup(self, stage):
         self.started_carried = getattr(self, "started_carried", [])
 
-    def _loss(self, batch, stage):
+    def window(self, batch, stage):
         self.started_carried.append((stage, self.states.get(stage) is not None))
-        return super()._loss(batch, stage)
+        return super().window(batch, stage)
 
 
 PROMPT = "Douvi gealou filipu, Xyzzy"  # three words of the generated corpus, and one it has not
@@ -142,6 +142,8 @@ def test_short_fit_lowers_the_loss(short_fit):
     assert [point.value for point in learning_rate] == pytest.approx([0.01] * 3)
     assert not [tag for tag in events.Tags()["scalars"] if not tag.startswith(("train/", "val/"))]
     assert cli.model.hparams.net["vocab_size"] == cli.datamodule.vocab_size == 1234  # linked from the data
+    assert cli.model.hparams.unknown_id == cli.datamodule.tokenizer.token_to_id("<unk>")  # linked from the data
+    assert after["val/perplexity_without_unk"] > 1 and "val/perplexity_without_unk" in before
     # state carried within each epoch of each stage, reset at each epoch start
     records = cli.model.started_carried
     train = [carried for stage, carried in records if stage == "train"]
@@ -252,3 +254,22 @@ def test_the_loss_after_update_needs_a_recomputable_task():
     task = LanguageModelTask(LanguageModelSettings(vocab_size=11, hidden_size=4, embedding_size=4))
     with pytest.raises(ConfigError, match="LossCurves.after_update .* LanguageModelTask's loss cannot be computed again"):
         LossCurves(after_update=True).setup(None, task, "fit")
+
+
+def test_perplexity_without_unk_scores_only_the_known_targets():
+    """exp of the mean cross-entropy over the targets that are not <unk>, token-weighted over windows."""
+    torch.manual_seed(0)
+    task = LanguageModelTask(LanguageModelSettings(vocab_size=7, hidden_size=4, embedding_size=4), stateful=False,
+                             unknown_id=0)
+    batches = [(torch.randint(0, 7, (2, 5)), torch.randint(0, 7, (2, 5))) for _ in range(3)]
+    losses, counts = [], []
+    with torch.no_grad():
+        for x, y in batches:
+            task.measure((x, y), "val")
+            logits = task(x)[0].reshape(-1, 7)
+            known = y.reshape(-1) != 0
+            losses.append(torch.nn.functional.cross_entropy(logits[known], y.reshape(-1)[known]))
+            counts.append(int(known.sum()))
+    expected = math.exp(sum(l.item() * n for l, n in zip(losses, counts)) / sum(counts))
+    assert task.metrics["val_perplexity_without_unk"].compute().item() == pytest.approx(expected, rel=1e-6)
+    assert task.metrics["val_perplexity"].compute().item() != pytest.approx(expected, rel=1e-3)
