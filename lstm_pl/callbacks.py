@@ -12,6 +12,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from matplotlib.figure import Figure
+from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -88,6 +89,24 @@ def outputs_on(pl_module: pl.LightningModule, loader) -> tuple[torch.Tensor, tor
             inputs.append(x)
             targets.append(y)
     return torch.cat(inputs), torch.cat(targets), torch.cat(outputs)
+
+
+class LearningRates(LearningRateMonitor):
+    """Lightning's ``LearningRateMonitor`` (``train/lr-<optimizer>`` through ``StepLogger``), which
+    does nothing in a run without a logger (``--trainer.logger=false``) instead of stopping it."""
+
+    def on_train_start(self, trainer, *args, **kwargs):
+        self.active = bool(trainer.loggers)
+        if self.active:
+            super().on_train_start(trainer, *args, **kwargs)
+
+    def on_train_batch_start(self, trainer, *args, **kwargs):
+        if self.active:
+            super().on_train_batch_start(trainer, *args, **kwargs)
+
+    def on_train_epoch_start(self, trainer, *args, **kwargs):
+        if self.active:
+            super().on_train_epoch_start(trainer, *args, **kwargs)
 
 
 class FigureCallback(pl.Callback, abc.ABC):

@@ -273,3 +273,12 @@ def test_perplexity_without_unk_scores_only_the_known_targets():
     expected = math.exp(sum(l.item() * n for l, n in zip(losses, counts)) / sum(counts))
     assert task.metrics["val_perplexity_without_unk"].compute().item() == pytest.approx(expected, rel=1e-6)
     assert task.metrics["val_perplexity"].compute().item() != pytest.approx(expected, rel=1e-3)
+
+
+def test_a_language_model_trains_without_a_logger(tmp_path, corpus_args):
+    """--trainer.logger=false: the learning-rate monitor of the LM configs stands aside (Lightning's
+    own would stop the run), and the run finishes."""
+    cli = CLI(args=["fit", "--config", CONFIG, "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}",
+                    "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+                    "--model.init_args.net.hidden_size=8", "--model.init_args.net.embedding_size=8", *corpus_args])
+    assert cli.trainer.state.finished and cli.trainer.global_step == 2
