@@ -1,5 +1,6 @@
-"""The guard every run trains under: a non-finite training loss never reaches the weights
-(``non_finite:`` in ``configs/base.yaml``)."""
+"""What decides whether training goes on: the guard every run trains under (a non-finite training
+loss never reaches the weights; ``non_finite:`` in ``configs/base.yaml``), and a stop at the first
+validation that meets a set of criteria (``StopWhenSolved``)."""
 
 from __future__ import annotations
 
@@ -73,3 +74,35 @@ class NonFiniteLoss(pl.Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.skipped, self.in_a_row = state["skipped"], state.get("in_a_row", 0)
+
+
+class StopWhenSolved(pl.Callback):
+    """Stop at the first validation where every criterion holds: each metric of ``at_most`` at or
+    below its value, each of ``at_least`` at or above its value. Hochreiter and Schmidhuber's
+    "solved" for the adding problem is two at once (``at_most: {val/loss: 0.01}``, ``at_least:
+    {val/within_tolerance: 0.9995}``), which Lightning's ``EarlyStopping`` (one metric) cannot say.
+    A metric a validation did not log counts as not met. Under DDP the processes stop together."""
+
+    def __init__(self, at_most: dict[str, float] | None = None, at_least: dict[str, float] | None = None):
+        self.at_most, self.at_least = dict(at_most or {}), dict(at_least or {})
+        if not self.at_most and not self.at_least:
+            raise ValueError("StopWhenSolved needs at least one criterion (at_most or at_least)")
+        self.solved_at: int | None = None
+
+    def met(self, metrics: dict) -> bool:
+        value = lambda name: float(metrics[name]) if name in metrics else None
+        return (all((v := value(name)) is not None and v <= bound for name, bound in self.at_most.items())
+                and all((v := value(name)) is not None and v >= bound for name, bound in self.at_least.items()))
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        if trainer.strategy.reduce_boolean_decision(self.met(trainer.callback_metrics), all=True):
+            self.solved_at = trainer.global_step
+            trainer.should_stop = True
+
+    def state_dict(self) -> dict:
+        return {"solved_at": self.solved_at}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.solved_at = state.get("solved_at")

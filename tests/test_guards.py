@@ -280,3 +280,29 @@ def test_a_run_stopped_with_non_finite_weights_writes_no_checkpoint_or_figure(co
     for path in run.glob("checkpoints/*.ckpt"):
         assert all(torch.isfinite(t).all() for t in torch.load(path, weights_only=True)["state_dict"].values()), path.name
     assert config != "adding" or not list(run.glob("checkpoints/*.ckpt"))
+
+
+@pytest.mark.parametrize("at_most, at_least, stops_at", [
+    ({"val/loss": 1e9}, {"val/within_tolerance": 0.0}, 2),  # both met at the first validation
+    ({"val/loss": 0.0}, {"val/within_tolerance": 0.0}, None),  # one of the two never met: the whole budget
+    ({}, {"val/not_logged": 0.0}, None),  # a metric no validation logs is not met
+])
+def test_stop_when_solved_needs_every_criterion(config_path, tmp_path, at_most, at_least, stops_at):
+    """Hochreiter and Schmidhuber's "solved" is two criteria at once (the MSE and the share within
+    0.04): the run stops at the first validation that meets all of them, and only then."""
+    from lstm_pl.guards import StopWhenSolved
+
+    cli = CLI(args=["--config", config_path("adding"), f"--trainer.logger.init_args.save_dir={tmp_path}",
+                    "--data.init_args.t=20", "--data.init_args.n_sequence=200", "--trainer.max_steps=6",
+                    "--trainer.val_check_interval=2"], run=False)
+    solved = StopWhenSolved(at_most=at_most, at_least=at_least)
+    cli.trainer.callbacks.append(solved)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    assert solved.solved_at == stops_at and cli.trainer.global_step == (stops_at or 6)
+
+
+def test_stop_when_solved_needs_a_criterion():
+    from lstm_pl.guards import StopWhenSolved
+
+    with pytest.raises(ValueError, match="at least one criterion"):
+        StopWhenSolved()
