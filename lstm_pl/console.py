@@ -1,7 +1,8 @@
 """What a run reports. On the console (Lightning's notes that tell a user nothing are dropped by
-``runtime.quiet``): where no progress bar draws (output not a terminal) one line per validation, at most one every ``every_seconds``; a summary at
-the end (the metrics, the run folder, the checkpoints, the figures, the TensorBoard command). In
-TensorBoard: the hyperparameters beside the run's final metrics (its last ``val/*``, ``test/*``), for the HPARAMS tab."""
+``runtime.quiet``): where no progress bar draws (output not a terminal) one line per validation,
+at most one every ``every_seconds``; a summary at the end (the metrics, the run folder, the
+checkpoints, the figures, the TensorBoard command). In TensorBoard: the hyperparameters beside the
+run's final metrics (its last ``val/*``, ``test/*``), for the HPARAMS tab."""
 
 from __future__ import annotations
 

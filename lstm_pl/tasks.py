@@ -4,6 +4,7 @@ LightningCLI's ``optimizer:`` config."""
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from typing import ClassVar, Optional
 
@@ -31,7 +32,7 @@ def stage_metrics(**metrics) -> torch.nn.ModuleDict:
     return torch.nn.ModuleDict({f"{stage}_{name}": make() for stage in ("val", "test") for name, make in metrics.items()})
 
 
-class Task(pl.LightningModule):
+class Task(pl.LightningModule, abc.ABC):
     """What every task shares, so that a task says only how it scores a batch:
 
     - ``batch_loss(batch)``: a training batch's loss; the training step logs it as ``train/loss``;
@@ -46,11 +47,13 @@ class Task(pl.LightningModule):
     shown: ClassVar[tuple[str, ...]] = ("loss",)
     metrics: torch.nn.ModuleDict
 
+    @abc.abstractmethod
     def batch_loss(self, batch) -> torch.Tensor:
-        raise NotImplementedError
+        """A training batch's loss (what the step minimises)."""
 
+    @abc.abstractmethod
     def measure(self, batch, stage: str) -> tuple[str, ...]:
-        raise NotImplementedError
+        """Update ``self.metrics``' ``<stage>_<name>`` with one batch; the names updated."""
 
     def training_step(self, batch, batch_idx):
         loss = self.batch_loss(batch)
