@@ -14,11 +14,13 @@ import torch
 from matplotlib.figure import Figure
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import TensorBoardLogger
+from jsonargparse.typing import PositiveInt
 from pytorch_lightning.utilities import rank_zero_only
 
 from .errors import ConfigError
 from .files import atomic_write
 from .models import closed_loop, flat, weights_finite
+from .scalars import ScalarBuffer, recorded
 from .tasks import Task
 
 
@@ -130,7 +132,8 @@ class FigureCallback(pl.Callback, abc.ABC):
 
 class LossCurves(FigureCallback):
     """The loss curves against the optimizer step: the training loss every ``log_every_n_steps``
-    steps (kept as tensors: no host sync in the training loop) and ``val_key`` at every validation.
+    steps (kept as tensors: no host sync in the training loop; taken into the curve every
+    ``flush_every`` of them and before a checkpoint) and ``val_key`` at every validation.
 
     The training loss is the one the step computed, before its update; with ``after_update`` it is
     the loss of the same batch re-evaluated after the update, as the original recorded it (one
@@ -139,8 +142,11 @@ class LossCurves(FigureCallback):
     them (the parity harness compares them; a figure costs half a second)."""
 
     def __init__(self, val_key: str = "val/loss", log_scale: bool = True, after_update: bool = False,
-                 figure: bool = True):
+                 figure: bool = True, flush_every: PositiveInt = 100):
         self.val_key, self.log_scale, self.after_update, self.figure = val_key, log_scale, after_update, figure
+        self.flush_every = flush_every
+        # Written as train/loss_after_update; the loss before the update is scalars.TrainLoss's train/loss.
+        self.pending = ScalarBuffer("train/loss_after_update" if after_update else None)
         self.train: list[tuple[int, torch.Tensor]] = []
         self.val: list[tuple[int, torch.Tensor]] = []
 
@@ -150,31 +156,54 @@ class LossCurves(FigureCallback):
                               f"{type(pl_module).__name__}'s loss cannot be computed again (it is not a recomputable Task)")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step % trainer.log_every_n_steps != 0:
+        step = recorded(trainer)
+        if step is None:
             return
-        loss = outputs["loss"].detach()
+        loss = outputs["loss"]
         if self.after_update:
             with torch.no_grad():
                 loss = pl_module.batch_loss(batch)
-        # Under DDP each process holds its share's mean: the curve is the mean over the processes
-        # (the whole batch's, to float rounding, where the shares are equal; one process: itself).
-        loss = trainer.strategy.reduce(loss, reduce_op="mean")
-        if self.after_update:
-            pl_module.log("train/loss_after_update", loss)
-        self.train.append((trainer.global_step, loss))
+        self.pending.add(step, loss)
+        if len(self.pending) >= self.flush_every:
+            self.flush(trainer)
+
+    def flush(self, trainer) -> None:
+        """The held points into the curve (the process-mean under DDP: the whole batch's, to float
+        rounding, where the shares are equal), and to the loggers where ``after_update``."""
+        points = self.pending.flush(trainer)
+        self.train += [(step + 1, value) for step, value in points]
+        if points and self.after_update:  # the summary's last value, as for train/loss
+            trainer.callback_metrics["train/loss_after_update"] = points[-1][1]
+
+    def on_train_end(self, trainer, pl_module):
+        self.flush(trainer)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        """The held points too (Lightning takes ``state_dict`` before this hook)."""
+        self.flush(trainer)
+        checkpoint["callbacks"][self.state_key] = self.state_dict()
+
+    def on_exception(self, trainer, pl_module, exception):
+        if trainer.world_size == 1:  # under DDP the other processes may not be there to reduce with
+            self.flush(trainer)
+        super().on_exception(trainer, pl_module, exception)
 
     def on_validation_epoch_end(self, trainer, pl_module):
         if not trainer.sanity_checking and self.val_key in trainer.callback_metrics:
             self.val.append((trainer.global_step, trainer.callback_metrics[self.val_key].detach()))
 
     def state_dict(self) -> dict:
-        """The curves so far, so that a resumed run's figure covers the whole run."""
-        as_floats = lambda points: [(step, float(value)) for step, value in points]
-        return {"train": as_floats(self.train), "val": as_floats(self.val)}
+        """The curves so far, so that a resumed run's figure covers the whole run: a tensor of steps
+        and one of values each (a checkpoint's size and time do not grow with a list of objects)."""
+        as_tensors = lambda points: {"steps": torch.tensor([s for s, _ in points], dtype=torch.long),
+                                     "values": torch.stack([v.float().cpu() for _, v in points]) if points
+                                     else torch.zeros(0)}
+        return {"train": as_tensors(self.train), "val": as_tensors(self.val)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.train = [(step, torch.tensor(value)) for step, value in state["train"]]
-        self.val = [(step, torch.tensor(value)) for step, value in state["val"]]
+        as_points = lambda saved: (list(zip(saved["steps"].tolist(), saved["values"].unbind()))
+                                   if isinstance(saved, dict) else [(step, torch.tensor(v)) for step, v in saved])
+        self.train, self.val = as_points(state["train"]), as_points(state["val"])
 
     def draw(self, trainer, pl_module):
         if not self.figure or not (self.train or self.val):

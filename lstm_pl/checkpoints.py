@@ -4,11 +4,14 @@ with ``weights_only=True``, and a bad ``--ckpt_path`` said in one line before an
 from __future__ import annotations
 
 import importlib
+import math
+import time
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from jsonargparse.typing import NonNegativeFloat
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -23,7 +26,7 @@ from .tasks import DATA_LINKS
 # ask whether an epoch has run to its end). tests/test_resume.py checks that each still exists.
 LIGHTNING_PRIVATE = {
     "pytorch_lightning.callbacks.ModelCheckpoint": (
-        "_last_global_step_saved", "_save_last_checkpoint", "_monitor_candidates", "_every_n_train_steps"),
+        "_save_last_checkpoint", "_monitor_candidates", "_every_n_train_steps"),
     "pytorch_lightning.loops.training_epoch_loop._TrainingEpochLoop": ("_num_ready_batches_reached",),
 }
 
@@ -45,20 +48,33 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class Checkpoints(ModelCheckpoint):
-    """``ModelCheckpoint`` whose ``last.ckpt`` is the last state: rewritten after every validation,
-    every ``every_n_train_steps`` steps if set, at the end of training and when the run is
-    interrupted (SIGTERM, SIGINT, a stop on a non-finite loss), not only when ``monitor``
-    improves (Lightning's own rule: it rewrites ``last`` only in a step that saved a top-k
-    checkpoint). The best-by-``monitor`` checkpoints are as Lightning keeps them.
+    """``ModelCheckpoint`` whose ``last.ckpt`` is the last state: written at the end of training,
+    when the run is interrupted (SIGTERM, SIGINT, a stop on a non-finite loss), every
+    ``every_n_train_steps`` steps if set, and after a validation once ``last_every_seconds`` have
+    passed since it was last written, the first validation included (Lightning's own rule writes it only in a step that saved a
+    top-k checkpoint, so it can lag far behind; a write after every validation would cost more than
+    the training itself where validation runs every step, as sine's does). A kill (SIGKILL, power)
+    loses at most the steps since that write. The best-by-``monitor`` checkpoints are as Lightning
+    keeps them: written at the validation that found them.
 
     A resumed run also takes the epoch-end scheduler step of the epoch it resumed in, which
     Lightning skips in a restarted epoch (it has no metrics for a plateau scheduler): with the
     validation metrics of the resumed part, or those the checkpoint saved where it was taken
     after its epoch's last validation."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, last_every_seconds: NonNegativeFloat = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
+        self.last_every_seconds = last_every_seconds
         self.saved_metrics: dict[str, float] = {}
+        self.last_written_at, self.last_written_step, self.forced = -math.inf, None, False
+
+    @property
+    def state_key(self) -> str:
+        """Lightning's key for this callback's state in a checkpoint, made once (Lightning formats
+        it anew at every hook call of every step, from settings that do not change)."""
+        if "_state_key" not in self.__dict__:
+            self.__dict__["_state_key"] = super().state_key
+        return self.__dict__["_state_key"]
 
     def setup(self, trainer, pl_module, stage):
         """Also clear what interrupted writes left in the run folder (``files.remove_stale_partials``)."""
@@ -89,14 +105,26 @@ class Checkpoints(ModelCheckpoint):
                 trainer.callback_metrics.setdefault(name, torch.tensor(value))
             trainer.fit_loop.epoch_loop.update_lr_schedulers("epoch", update_plateau_schedulers=True)
 
-    def _save_last_now(self, trainer: pl.Trainer) -> None:
-        """Write ``last.ckpt`` for this step, unless it is saved already or the weights are not
-        finite (a non-finite gradient never replaces the last good state). Through
-        ``ModelCheckpoint``'s private names (``LIGHTNING_PRIVATE``), as its own saves do."""
-        if (self.save_last and not trainer.sanity_checking and self._last_global_step_saved != trainer.global_step
-                and weights_finite(trainer.lightning_module)):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-            self._last_global_step_saved = trainer.global_step
+    def _save_last_now(self, trainer: pl.Trainer, forced: bool = True) -> None:
+        """Write ``last.ckpt`` for this step (unless ``forced`` is False and it was written less than
+        ``last_every_seconds`` ago), unless it is written already, no step has run (a run that fails
+        while it is set up leaves nothing) or the weights are not finite (a non-finite gradient never
+        replaces the last good state)."""
+        if (self.save_last and self.dirpath and trainer.global_step > 0 and not trainer.sanity_checking
+                and self.last_written_step != trainer.global_step and weights_finite(trainer.lightning_module)):
+            self.forced = forced
+            try:
+                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            finally:
+                self.forced = False
+
+    def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict) -> None:
+        """Lightning's write of ``last.ckpt`` (also called by its own saves), at most every
+        ``last_every_seconds`` unless forced. The clock is rank zero's: every process decides alike."""
+        due = self.forced or trainer.strategy.broadcast(time.monotonic() - self.last_written_at >= self.last_every_seconds)
+        if due and self.last_written_step != trainer.global_step:
+            super()._save_last_checkpoint(trainer, monitor_candidates)
+            self.last_written_at, self.last_written_step = time.monotonic(), trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
@@ -105,7 +133,10 @@ class Checkpoints(ModelCheckpoint):
 
     def on_validation_end(self, trainer, pl_module):
         super().on_validation_end(trainer, pl_module)
-        self._save_last_now(trainer)
+        # The run's last validation always writes: the state a resumed run continues from is then
+        # the one taken here, as for every other validation, not the one at the epoch's end.
+        last = trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step
+        self._save_last_now(trainer, forced=last)
 
     def on_train_end(self, trainer, pl_module):
         super().on_train_end(trainer, pl_module)

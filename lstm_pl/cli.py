@@ -34,6 +34,7 @@ from .checkpoints import Checkpoints, check_checkpoint_fits
 from .console import Report, command_prefix
 from .errors import ConfigError, TrainingError, cause, first_line
 from .guards import NonFiniteLoss
+from .scalars import TrainLoss
 from .tasks import DATA_LINKS
 
 BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
@@ -71,8 +72,9 @@ class OneLineErrorParser(LightningArgumentParser):
 
 
 class CLI(LightningCLI):
-    """LightningCLI with the project's parser, the ``checkpoint:`` (``checkpoints.Checkpoints``) and
-    ``non_finite:`` (``guards.NonFiniteLoss``) groups set in ``configs/base.yaml``, the
+    """LightningCLI with the project's parser, the ``checkpoint:`` (``checkpoints.Checkpoints``),
+    ``non_finite:`` (``guards.NonFiniteLoss``), ``report:`` (``console.Report``) and ``train_loss:``
+    (``scalars.TrainLoss``) groups set in ``configs/base.yaml``, the
     data-to-model links, and the run-folder rules for ``--ckpt_path``."""
 
     latest: "CLI | None" = None  # the CLI whose classes were instantiated last (main reports on it)
@@ -90,6 +92,7 @@ class CLI(LightningCLI):
         parser.add_lightning_class_args(Checkpoints, "checkpoint")
         parser.add_lightning_class_args(NonFiniteLoss, "non_finite")
         parser.add_lightning_class_args(Report, "report")
+        parser.add_lightning_class_args(TrainLoss, "train_loss")
         # Applied after the DataModule exists, each only where both ends have the attribute.
         for source, target in DATA_LINKS.items():
             parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
@@ -143,6 +146,27 @@ class CLI(LightningCLI):
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         CLI.latest = self
+
+    @staticmethod
+    def configure_optimizers(lightning_module: LightningModule, optimizer, lr_scheduler=None):
+        """LightningCLI's optimizer and scheduler, stepped on the run's own clock: where validation
+        runs every ``val_check_interval`` steps (``check_val_every_n_epoch: null``, the endless
+        streams of sine and adding, which have no epoch end), a plateau scheduler steps after each
+        validation (patience counts validations) and any other scheduler every step; elsewhere
+        once an epoch, as LightningCLI does."""
+        configured = LightningCLI.configure_optimizers(lightning_module, optimizer, lr_scheduler)
+        if lr_scheduler is None or lightning_module.trainer.check_val_every_n_epoch is not None:
+            return configured
+        trainer = lightning_module.trainer
+        plateau = isinstance(lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        frequency = trainer.val_check_interval if plateau else 1
+        if not isinstance(frequency, int):
+            raise ConfigError("trainer.val_check_interval: a plateau scheduler on a step cadence "
+                              "(check_val_every_n_epoch: null) needs a whole number of steps")
+        scheduler = {"scheduler": lr_scheduler, "interval": "step", "frequency": frequency}
+        if plateau:
+            scheduler["monitor"] = lr_scheduler.monitor
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
 
 def check_config_files(args: list[str]) -> None:

@@ -35,7 +35,8 @@ def stage_metrics(**metrics) -> torch.nn.ModuleDict:
 class Task(pl.LightningModule, abc.ABC):
     """What every task shares, so that a task says only how it scores a batch:
 
-    - ``batch_loss(batch)``: a training batch's loss; the training step logs it as ``train/loss``;
+    - ``batch_loss(batch)``: a training batch's loss, what the training step returns (recorded as
+      ``train/loss`` by ``scalars.TrainLoss``, without a per-step ``self.log``);
     - ``measure(batch, stage)``: update the stage's metrics (``self.metrics``, from ``stage_metrics``)
       with one batch; returns their names, and each is logged as ``<stage>/<name>`` (val, test);
     - ``recomputable``: whether ``batch_loss`` of a batch can be computed again without side effect
@@ -56,9 +57,7 @@ class Task(pl.LightningModule, abc.ABC):
         """Update ``self.metrics``' ``<stage>_<name>`` with one batch; the names updated."""
 
     def training_step(self, batch, batch_idx):
-        loss = self.batch_loss(batch)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
-        return loss
+        return self.batch_loss(batch)
 
     def evaluate(self, batch, stage: str) -> None:
         for name in self.measure(batch, stage):

@@ -255,12 +255,15 @@ def make_train_step(net: Network, optimizer: dict, clip: dict | None, jit_compil
     return train_step
 
 
-def train(recording: Recording, dtype: str, inputs: TrainingInputs) -> dict:
+def train(recording: Recording, dtype: str, inputs: TrainingInputs, validate_every: int = 0,
+          after_update: bool = False) -> dict:
     """Train a fresh Keras network from the recording's initial weights on ``inputs.batches`` (one
-    optimizer step each) and evaluate it on ``inputs.val_batches``. The language model's state
-    starts from zeros at every epoch and, with ``spec["stateful"]``, carries from window to
-    window, cut from the graph between them (truncated BPTT). Returns the per-step losses, the
-    validation loss and the seconds taken."""
+    optimizer step each) and evaluate it on ``inputs.val_batches``, at the end and, with
+    ``validate_every``, every that many steps. The language model's state starts from zeros at
+    every epoch and, with ``spec["stateful"]``, carries from window to window, cut from the graph
+    between them (truncated BPTT). ``after_update``: each batch's loss again after its update (the
+    original's curve; sine and adding). Returns the per-step losses, the validation loss (and its
+    curve) and the seconds taken. (``benchmarks.runs`` times it with the port's cadence.)"""
     start = time.perf_counter()
     tf.get_logger().setLevel("ERROR")  # not the retracing notes: every comparison traces its own train step
     spec, batches, clip = recording.spec, inputs.batches, recording.clip
@@ -279,29 +282,38 @@ def train(recording: Recording, dtype: str, inputs: TrainingInputs) -> dict:
     def eval_step(x, state):
         return net(x, state, training=False)
 
-    losses, state, epoch = [], None, None
-    for (x, y), batch_epoch in zip(batches, recording.epochs, strict=True):
+    def validation_loss() -> float:
+        """Each task's validation: the MSE over every validation sample; the mean cross-entropy over
+        every validation image; the language model's token-weighted mean cross-entropy, its state
+        carried across the windows in order."""
+        total, count, state = 0.0, 0, None
+        for x, y in inputs.val_batches:
+            if state is None or not stateful:
+                state = net.zero_state(x.shape[0])
+            output, state = eval_step(cast(x), state)
+            if spec["kind"] == "regression":
+                total += float(tf.reduce_sum(tf.square(output - cast(y))))
+            else:
+                total += float(loss_of(output, cast(y))) * y.size
+            count += y.size
+            heap.release()
+        return total / count
+
+    losses, after, val_losses, state, epoch = [], [], [], None, None
+    for step, ((x, y), batch_epoch) in enumerate(zip(batches, recording.epochs, strict=True), start=1):
         if not stateful or batch_epoch != epoch:
             state = net.zero_state(x.shape[0])
         epoch = batch_epoch
         loss, state = train_step(cast(x), cast(y), state)
         losses.append(float(loss))
+        if after_update:
+            output, _ = eval_step(cast(x), net.zero_state(x.shape[0]))
+            after.append(float(loss_of(output, cast(y))))
+        if validate_every and step % validate_every == 0:
+            val_losses.append(validation_loss())
         heap.release()  # freed memory back once the heap has grown by heap.GROWTH (parity/heap.py)
-
-    # Validation, as each task defines it: the MSE over every validation sample; the mean
-    # cross-entropy over every validation image; the language model's token-weighted mean
-    # cross-entropy, its state carried across the windows in order.
-    total, count, state = 0.0, 0, None
-    for x, y in inputs.val_batches:
-        if state is None or not stateful:
-            state = net.zero_state(x.shape[0])
-        output, state = eval_step(cast(x), state)
-        if spec["kind"] == "regression":
-            total += float(tf.reduce_sum(tf.square(output - cast(y))))
-            count += y.size
-        else:
-            total += float(loss_of(output, cast(y))) * y.size
-            count += y.size
-        heap.release()
+    val_loss = validation_loss()
     keras.backend.clear_session()  # free this network's graphs before the next comparison (``all``)
-    return dict(losses=np.array(losses), val_loss=total / count, seconds=time.perf_counter() - start)
+    curves = {"losses_after_update": np.array(after)} if after_update else {}  # compare.py reads it where present
+    return dict(losses=np.array(losses), **curves, val_loss=val_loss, val_losses=np.array(val_losses),
+                seconds=time.perf_counter() - start)

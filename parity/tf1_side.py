@@ -37,12 +37,13 @@ def tf1_lstm_layout(layer: dict) -> tuple[np.ndarray, np.ndarray]:
     return np.hstack([i, g, f, o]), np.concatenate([b_i, b_g, b_f - FORGET_BIAS, b_o])
 
 
-def train(recording: Recording, dtype: str, inputs: TrainingInputs) -> dict:
+def train(recording: Recording, dtype: str, inputs: TrainingInputs, validate_every: int = 0) -> dict:
     """Run the original program's graph from the recording's initial weights on ``inputs.batches``
     (one ``sess.run([loss, train_step])`` each: the loss before the update, as PyTorch logs it;
     then, as the original's fit did, ``loss.eval`` on the same batch: the loss after the update)
-    and evaluate the loss on ``inputs.val_batches``. Returns both per-step curves, the validation
-    loss and the seconds taken."""
+    and evaluate the loss on ``inputs.val_batches``, at the end and, with ``validate_every``, every
+    that many steps (the port's cadence, for ``benchmarks.runs``). Returns both per-step curves, the
+    validation loss (and the curve of it) and the seconds taken."""
     start = time.perf_counter()
     os.environ["TF_USE_LEGACY_KERAS"] = "1"  # read when tf.compat.v1.nn.rnn_cell is first touched
     import tensorflow as tf
@@ -80,16 +81,23 @@ def train(recording: Recording, dtype: str, inputs: TrainingInputs) -> dict:
         with v1.Session(graph=graph) as session:
             session.run(v1.global_variables_initializer())
             session.run(load)
-            losses, after_update = [], []
-            for x, y in inputs.batches:
+
+            def validation_loss() -> float:
+                squared, count = 0.0, 0
+                for x, y in inputs.val_batches:
+                    loss = session.run(loss_op, {X_holder: x, t_holder: y, batch_size_holder: len(x)})
+                    squared, count = squared + float(loss) * y.size, count + y.size
+                return squared / count
+
+            losses, after_update, val_losses = [], [], []
+            for step, (x, y) in enumerate(inputs.batches, start=1):
                 feed = {X_holder: x, t_holder: y, batch_size_holder: len(x)}
                 loss, _ = session.run([loss_op, train_step], feed_dict=feed)
                 losses.append(float(loss))
                 after_update.append(float(session.run(loss_op, feed_dict=feed)))  # RecurrentNN.fit L404
+                if validate_every and step % validate_every == 0:
+                    val_losses.append(validation_loss())
                 heap.release()  # freed memory back once the heap has grown by heap.GROWTH (parity/heap.py)
-            squared, count = 0.0, 0
-            for x, y in inputs.val_batches:
-                loss = session.run(loss_op, {X_holder: x, t_holder: y, batch_size_holder: len(x)})
-                squared, count = squared + float(loss) * y.size, count + y.size
-    return dict(losses=np.array(losses), losses_after_update=np.array(after_update), val_loss=squared / count,
-                seconds=time.perf_counter() - start)
+            val_loss = validation_loss()
+    return dict(losses=np.array(losses), losses_after_update=np.array(after_update), val_loss=val_loss,
+                val_losses=np.array(val_losses), seconds=time.perf_counter() - start)

@@ -119,10 +119,12 @@ def test_what_the_machine_or_an_optimizer_refuses_is_one_line(config_path, tmp_p
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
-def test_a_batch_larger_than_memory_is_refused_before_it_is_drawn(config_path, tmp_path, capsys):
+def test_a_batch_larger_than_memory_is_refused_before_it_is_drawn(config_path, tmp_path, capsys, monkeypatch):
     """Drawn with replacement, a batch can be far larger than the data: one whose rows alone exceed
-    the free memory is one line naming the key, at once and before the run writes anything, not an
-    allocation that runs for minutes or ends in the kernel's out-of-memory kill."""
+    the free memory is one line naming the key, at once and before the run writes anything (in the
+    run folder or the working directory), not an allocation that runs for minutes or ends in the
+    kernel's out-of-memory kill."""
+    monkeypatch.chdir(tmp_path)
     free = data.memory_available()
     if free is None:
         pytest.skip("no /proc/meminfo: the check needs Linux's MemAvailable")
@@ -235,3 +237,41 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
                                 cwd=ROOT).stdout.split()[-1])
     # At most one allocation's pages (12,700 of 4 KB) in all; mapped and unmapped every time: 127,000.
     assert faults < 30_000, faults
+
+
+def test_training_scalars_are_written_in_blocks_without_a_per_step_log(config_path, tmp_path, monkeypatch):
+    """train/loss and train/loss_after_update reach TensorBoard at every log_every_n_steps-th step,
+    numbered as Lightning's self.log numbers them (the batch's index), written flush_every points at
+    a time and at the end, with no per-step self.log (a millisecond a step on a CPU); the summary's
+    last train/loss is the last step's."""
+    import pytorch_lightning as pl
+
+    logged: list[str] = []
+    log = pl.LightningModule.log
+    monkeypatch.setattr(pl.LightningModule, "log", lambda self, name, *a, **k: (logged.append(name), log(self, name, *a, **k)))
+    cli = fit(config_path("sine"), tmp_path, "--trainer.max_steps=23", "--trainer.log_every_n_steps=3",
+              "--train_loss.flush_every=2")
+    assert not [name for name in logged if name.startswith("train/")]
+    events = EventAccumulator(cli.trainer.log_dir)
+    events.Reload()
+    for tag in ("train/loss", "train/loss_after_update"):
+        assert [e.step for e in events.Scalars(tag)] == [2, 5, 8, 11, 14, 17, 20]
+    curves = next(c for c in cli.trainer.callbacks if isinstance(c, LossCurves))
+    assert [step for step, _ in curves.train] == [3, 6, 9, 12, 15, 18, 21]
+    assert [e.value for e in events.Scalars("train/loss_after_update")] == [float(v) for _, v in curves.train]
+    assert float(cli.trainer.callback_metrics["train/loss"]) == events.Scalars("train/loss")[-1].value
+
+
+@pytest.mark.parametrize("scheduler, expected", [
+    (["--lr_scheduler.class_path=torch.optim.lr_scheduler.StepLR", "--lr_scheduler.init_args.step_size=5",
+      "--lr_scheduler.init_args.gamma=0.5"], 1e-3 * 0.5 ** 4),           # every step: halved at 5, 10, 15, 20
+    (["--lr_scheduler.class_path=ReduceLROnPlateau", "--lr_scheduler.init_args.monitor=val/loss",
+      "--lr_scheduler.init_args.factor=0.5", "--lr_scheduler.init_args.patience=0",
+      "--lr_scheduler.init_args.threshold=10"], 1e-3 * 0.5 ** 4)])       # after each of the 4 validations (none
+                                                                         # 10x better), not at each of the 20 steps
+def test_a_schedule_steps_with_a_run_counted_in_steps(scheduler, expected, config_path, tmp_path):
+    """The adding problem's stream has no epoch end: a scheduler there steps every step, and a
+    plateau rule after each validation (every 5 steps here, patience counted in validations)."""
+    cli = fit(config_path("adding_learn"), tmp_path, "--data.init_args.t=20", "--data.init_args.n_sequence=300",
+              "--trainer.max_steps=20", "--trainer.val_check_interval=5", *scheduler)
+    assert cli.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(expected, rel=1e-12)

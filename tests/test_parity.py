@@ -452,3 +452,20 @@ def test_initial_weights_are_checked_by_their_distribution():
     assert "not distributed as glorot_uniform" in checks.check_recurrent(0, layer(truncated), "lstm")
     tf_draw = np.asarray(keras.initializers.GlorotUniform(seed=123)(shape, dtype="float64"))
     assert checks.check_recurrent(0, layer(tf_draw), "lstm") is None
+
+
+def test_both_tensorflow_sides_validate_at_the_ports_cadence(tmp_path):
+    """``benchmarks.runs`` times TF1's graph and Keras doing the port's work: with ``validate_every``
+    each validates every that many steps (the last at the final step, the same value as the final
+    validation), and Keras' after-update curve is TF1's (the original's ``loss.eval``), in float64."""
+    from parity.checks import training_inputs
+
+    recording = pytorch_side.record(str(compare.CONFIGS / "sine.yaml"), "float64", 6, tmp_path)
+    inputs = training_inputs(recording, "float64")
+    graph = tf1_side.train(recording, "float64", inputs, validate_every=3)
+    eager = tensorflow_side.train(recording, "float64", inputs, validate_every=3, after_update=True)
+    for side in (graph, eager):
+        assert len(side["val_losses"]) == 2 and side["val_losses"][-1] == side["val_loss"]
+    np.testing.assert_allclose(eager["losses_after_update"], graph["losses_after_update"], rtol=1e-9)
+    np.testing.assert_allclose(eager["val_losses"], graph["val_losses"], rtol=1e-9)
+    assert "losses_after_update" not in tensorflow_side.train(recording, "float64", inputs)  # compare.py's rule

@@ -71,7 +71,8 @@ def run_state(run: Path) -> tuple[dict, list, list, list]:
     optimizer's settings and its schedulers' states."""
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     curves = next(state for name, state in last["callbacks"].items() if name.startswith("LossCurves"))
-    return (last["state_dict"], curves["train"], [state["param_groups"] for state in last["optimizer_states"]],
+    curve = list(zip(curves["train"]["steps"].tolist(), curves["train"]["values"].tolist()))
+    return (last["state_dict"], curve, [state["param_groups"] for state in last["optimizer_states"]],
             last["lr_schedulers"])
 
 
@@ -96,7 +97,8 @@ def test_a_resumed_run_is_the_uninterrupted_run(family, tmp_path, request, monke
     from lstm_pl.checkpoints import Checkpoints
 
     config, extra, total, stop, term, kill = FAMILIES[family]
-    extra = [*extra, *(request.getfixturevalue("corpus_args") if config.startswith("shakespeare") else [])]
+    extra = [*extra, *(request.getfixturevalue("corpus_args") if config.startswith("shakespeare") else []),
+             "--checkpoint.last_every_seconds=0"]  # last.ckpt after every validation: the kill lands right after one
     task = lambda name, *more: main(["fit", "--config", str(ROOT / "configs" / f"{config}.yaml"),
                                      f"--trainer.logger.init_args.save_dir={tmp_path / name}", *extra, *more])
     folder = lambda name: tmp_path / name / config / "version_0"
@@ -104,9 +106,9 @@ def test_a_resumed_run_is_the_uninterrupted_run(family, tmp_path, request, monke
 
     save_last = Checkpoints._save_last_now
 
-    def save_and_snapshot(self, trainer):  # what a SIGKILL right after this checkpoint leaves on disk
-        save_last(self, trainer)
-        if trainer.global_step == kill and not (tmp_path / "killed").exists():
+    def save_and_snapshot(self, trainer, forced=True):  # what a SIGKILL right after this checkpoint leaves on disk
+        save_last(self, trainer, forced)
+        if self.last_written_step == kill == trainer.global_step and not (tmp_path / "killed").exists():
             shutil.copytree(tmp_path / "whole", tmp_path / "killed")
 
     with monkeypatch.context() as patch:
@@ -160,6 +162,26 @@ def test_last_checkpoint_is_the_last_step(tmp_path):
     assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 40
     best = list(folder.glob("best-*.ckpt"))
     assert len(best) == 1
+
+
+@pytest.mark.parametrize("every_seconds, expected", [(0, list(range(1, 31))), (3600, [1, 30])])
+def test_last_checkpoint_is_written_at_most_every_last_every_seconds(every_seconds, expected, tmp_path, monkeypatch):
+    """Sine validates every step: last.ckpt is rewritten after each validation only with
+    ``last_every_seconds: 0``; with an hour, at the first validation and at the end (the best checkpoints
+    are written at the validations that found them either way)."""
+    written: list[tuple[str, int]] = []
+    save = AtomicCheckpointIO.save_checkpoint
+
+    def record(self, checkpoint, path, storage_options=None):
+        written.append((Path(path).name, checkpoint["global_step"]))
+        save(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", record)
+    fit("sine", tmp_path, "--trainer.max_steps=30", f"--checkpoint.last_every_seconds={every_seconds}")
+    assert [step for name, step in written if name == "last.ckpt"] == expected
+    best = [step for name, step in written if name.startswith("best-")]
+    assert best and all(name == f"best-{step}.ckpt" for name, step in written if name.startswith("best-"))
+    assert torch.load(tmp_path / "sine" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 30
 
 
 def test_sigterm_saves_draws_and_says_how_to_resume(tmp_path):

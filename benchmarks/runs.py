@@ -1,0 +1,117 @@
+"""The original runs end to end, as a user runs them, against the original program doing the same
+work in TensorFlow:
+
+    OMP_NUM_THREADS=1 python -m benchmarks.runs [--runs sine sine_rnn adding adding_rnn] [--rounds 3]
+
+- ``port``: ``python -m lstm_pl fit --config configs/<run>.yaml`` in this process (the CLI's
+  parsing, the data, training, validation at the config's cadence, the non-finite guard,
+  TensorBoard, checkpoints, the figures), from the CLI's start to its return;
+- ``TF1 graph``: the parity harness's rebuild of the original program (``parity/tf1_side.py``:
+  ``tf.compat.v1`` LSTMCell/BasicRNNCell, ``AdamOptimizer``, one ``sess.run`` a step and the
+  original's ``loss.eval`` of the batch after its update), validating at the port's cadence, from
+  building its graph to its last validation;
+- ``Keras``: the harness's Keras network (``parity/tensorflow_side.py``), ``tf.function`` train
+  step, the after-update loss and the same validations.
+
+Both TensorFlow contenders train on the same batches from the same initial weights (taken from a
+stripped port run made once per run, untimed). Neither draws figures nor writes files: the port's
+column is the whole of what a user waits for. Interpreter start and imports are excluded from all
+three and reported apart (a fresh process importing each side, median of ``--rounds``). Everything
+on one thread; contenders interleaved round by round; the median of ``--rounds``. Prints one
+Markdown table: seconds per run and the ratios TensorFlow/port (above 1: the port is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from lstm_pl import runtime
+from lstm_pl.cli import CLI
+from parity import pytorch_side, tf1_side
+from parity.checks import training_inputs
+
+RUNS = ("sine", "sine_rnn", "adding", "adding_rnn")
+IMPORTS = {"port": "import lstm_pl.cli",
+           "TF1": "import os; os.environ['TF_USE_LEGACY_KERAS'] = '1'; import tensorflow as tf; tf.compat.v1.nn.rnn_cell.LSTMCell"}
+
+
+def port(run: str, folder: str) -> float:
+    """Seconds of ``fit --config configs/<run>.yaml``, in this process, its output swallowed."""
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        CLI(args=["fit", "--config", f"configs/{run}.yaml", f"--trainer.logger.init_args.save_dir={folder}"])
+    return time.perf_counter() - start
+
+
+def cadence(run: str, folder: str) -> int:
+    """The port's validation cadence in steps (``trainer.val_check_interval``)."""
+    return int(pytorch_side.build(f"configs/{run}.yaml", [f"--trainer.logger.init_args.save_dir={folder}"])
+               .config.trainer.val_check_interval)
+
+
+def import_seconds(side: str, rounds: int) -> float:
+    """Median seconds of a fresh interpreter that imports ``side`` and exits."""
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", IMPORTS[side]], check=True, capture_output=True,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure(run: str, rounds: int) -> tuple[int, dict[str, float]]:
+    """The run's validations and each contender's median seconds, interleaved round by round."""
+    from parity import tensorflow_side
+
+    with tempfile.TemporaryDirectory() as folder:
+        every = cadence(run, folder)
+        recording = pytorch_side.record(f"configs/{run}.yaml", "float32", 0, Path(folder) / "recording")
+        inputs = training_inputs(recording, "float32")
+        contenders = {
+            "port": lambda: port(run, folder),
+            "tf1": lambda: tf1_side.train(recording, "float32", inputs, validate_every=every)["seconds"],
+            "keras": lambda: tensorflow_side.train(recording, "float32", inputs, validate_every=every,
+                                                   after_update=True)["seconds"]}
+        times: dict[str, list[float]] = {name: [] for name in contenders}
+        for _ in range(rounds):
+            for name, contender in contenders.items():
+                times[name].append(contender())
+    return len(recording.losses) // every, {name: statistics.median(values) for name, values in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    runtime.start()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    torch.set_num_threads(1)
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    print(f"imports in a fresh interpreter (excluded below): port {import_seconds('port', args.rounds):.1f} s, "
+          f"TensorFlow with tf_keras {import_seconds('TF1', args.rounds):.1f} s", flush=True)
+    print("| run | validations | port (s) | TF1 graph (s) | Keras (s) | TF1/port | Keras/port |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for run in args.runs:
+        validations, seconds = measure(run, args.rounds)
+        print(f"| {run} | {validations} | {seconds['port']:.2f} | {seconds['tf1']:.2f} | {seconds['keras']:.2f} | "
+              f"{seconds['tf1'] / seconds['port']:.2f} | {seconds['keras'] / seconds['port']:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
