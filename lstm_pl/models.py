@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 import torch
-from jsonargparse.typing import ClosedUnitInterval, PositiveFloat, PositiveInt
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveFloat, PositiveInt
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from .cells import WITH_FORGET_GATE, Cell, init_chrono_, init_tf1_, make_recurrent, single_bias_
 from .errors import ConfigError
@@ -59,7 +60,15 @@ class LanguageModelSettings(RecurrentSettings):
     ``tie_weights`` shares the embedding and the decoder (needs ``embedding_size == hidden_size``;
     Press & Wolf 2017); ``uniform_init``: where set to a, the embedding and the decoder weights
     start U(-a, a) and the decoder bias at zero, whatever ``init`` says (a = 0.1 in pytorch/examples'
-    word_language_model, after Zaremba et al. 2014)."""
+    word_language_model, after Zaremba et al. 2014).
+
+    AWD-LSTM's regularisers (Merity, Keskar and Socher 2018, "Regularizing and optimizing LSTM
+    language models"; salesforce/awd-lstm-lm's flags in brackets), all off at 0 and in training
+    only: ``weight_drop`` (``--wdrop``, 0.5 there), DropConnect on every hidden-to-hidden weight
+    matrix, one mask per window; ``embedding_dropout`` (``--dropoute``, 0.1), whole words dropped
+    from the embedding, one mask per window; ``activation_penalty`` (AR, ``--alpha``, 2) and
+    ``temporal_penalty`` (TAR, ``--beta``, 1), added to the training loss (Merity, McCann and
+    Socher 2017)."""
 
     hidden_size: PositiveInt = 128
     vocab_size: Optional[PositiveInt] = None
@@ -68,11 +77,18 @@ class LanguageModelSettings(RecurrentSettings):
     locked_dropout: bool = False
     tie_weights: bool = False
     uniform_init: Optional[PositiveFloat] = None
+    weight_drop: ClosedUnitInterval = 0.0
+    embedding_dropout: ClosedUnitInterval = 0.0
+    activation_penalty: NonNegativeFloat = 0.0
+    temporal_penalty: NonNegativeFloat = 0.0
 
     def __post_init__(self):
         if self.tie_weights and self.embedding_size != self.hidden_size:
             raise ConfigError(f"model.init_args.net.tie_weights needs embedding_size == hidden_size, "
                               f"got {self.embedding_size} and {self.hidden_size}")
+        for key in ("weight_drop", "embedding_dropout"):
+            if getattr(self, key) >= 1:
+                raise ConfigError(f"model.init_args.net.{key} must be below 1 (the share dropped), got {getattr(self, key)}")
 
 
 def flat(settings: dict, separator: str = ".", prefix: str = "") -> dict:
@@ -164,7 +180,9 @@ class WordLanguageModel(nn.Module):
 
     ``dropout`` acts on every non-recurrent connection (Zaremba et al. 2014, as PyTorch's
     word_language_model): on the embeddings, between layers, and before the decoder.
-    ``tie_weights`` shares E and W (Press & Wolf 2017).
+    ``tie_weights`` shares E and W (Press & Wolf 2017). AWD-LSTM's regularisers are the settings'
+    (``LanguageModelSettings``): ``embed`` drops whole words, ``recurrent`` drops hidden-to-hidden
+    weights, ``penalty`` is AR + TAR.
 
     ``init="tf1"`` draws what the TensorFlow cookbook's graph drew: the recurrent stack by
     ``init_tf1_``, the embedding and the decoder weight from N(0, 1)
@@ -192,11 +210,55 @@ class WordLanguageModel(nn.Module):
                 nn.init.zeros_(self.decoder.bias)
         if settings.tie_weights:
             self.decoder.weight = self.embedding.weight
+        self.settings = settings
+
+    def embed(self, tokens: Tensor) -> Tensor:
+        """E[w_t] (B, T, E). With ``embedding_dropout`` p in training, each word of the vocabulary is
+        dropped from this window with probability p (all its occurrences) and the kept ones scaled by
+        1/(1 - p): E' = diag(m) E / (1 - p), m ~ Bernoulli(1 - p) per word (AWD's embedded_dropout),
+        applied to the looked-up rows, so no copy of E is made."""
+        embedded = self.embedding(tokens)
+        p = self.settings.embedding_dropout
+        if not self.training or p == 0:
+            return embedded
+        keep = embedded.new_empty(self.embedding.num_embeddings).bernoulli_(1 - p) / (1 - p)
+        return embedded * keep[tokens].unsqueeze(-1)
+
+    def recurrent(self, x: Tensor, state):
+        """The stack over x. With ``weight_drop`` p in training, its hidden-to-hidden matrices are
+        DropConnect-ed (Wan et al. 2013): U' = U ⊙ M / (1 - p), M ~ Bernoulli(1 - p), one M per
+        matrix for the whole window (every time step, every sequence: the recurrence stays one
+        function), through ``torch.func.functional_call`` (the module's own weights untouched)."""
+        p = self.settings.weight_drop
+        if not self.training or p == 0:
+            return self.rnn(x, state)
+        weights = {name: F.dropout(weight, p) if name.rsplit(".", 1)[-1].startswith("weight_hh") else weight
+                   for name, weight in self.rnn.named_parameters()}
+        return torch.func.functional_call(self.rnn, weights, (x, state))
+
+    def run(self, tokens: Tensor, state=None) -> tuple[Tensor, object, Tensor, Tensor]:
+        """The forward pass with what the penalties read: logits (B, T, V), state, the stack's
+        output h (B, T, H) and the same after dropout."""
+        outputs, state = self.recurrent(self.dropout(self.embed(tokens)), state)
+        dropped = self.dropout(outputs)
+        return self.decoder(dropped), state, outputs, dropped
 
     def forward(self, tokens: Tensor, state: Tensor | tuple[Tensor, Tensor] | None = None):
         """tokens (B, T) int64, state as the recurrent stack's (None: zeros) -> logits (B, T, V), state."""
-        outputs, state = self.rnn(self.dropout(self.embedding(tokens)), state)
-        return self.decoder(self.dropout(outputs)), state
+        logits, state, _, _ = self.run(tokens, state)
+        return logits, state
+
+    def penalty(self, outputs: Tensor, dropped: Tensor) -> Tensor:
+        """AR + TAR (Merity, McCann and Socher 2017) on the last layer's output h (B, T, H):
+        α · mean((m ⊙ h)²) (large activations, on the output after dropout) + β · mean((h_t - h_{t-1})²)
+        (fast changes, before dropout); 0 where both are off."""
+        alpha, beta = self.settings.activation_penalty, self.settings.temporal_penalty
+        penalty = outputs.new_zeros(())
+        if alpha:
+            penalty = penalty + alpha * dropped.pow(2).mean()
+        if beta and outputs.shape[1] > 1:
+            penalty = penalty + beta * (outputs[:, 1:] - outputs[:, :-1]).pow(2).mean()
+        return penalty
 
     @torch.no_grad()
     def generate(self, prompt: Tensor, steps: int, temperature: float = 1.0, top_k: int | None = None,

@@ -219,18 +219,14 @@ class LanguageModelTask(Task):
     def forward(self, tokens: torch.Tensor, state=None):
         return self.net(tokens, state)
 
-    def window(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """One window's logits (B·T, V) and targets (B·T,), read from the state the stage's previous
-        window carried in (kept for the next one)."""
+    def window(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One window's logits (B·T, V), targets (B·T,) and the net's penalty (AR/TAR, in training),
+        read from the state the stage's previous window carried in (kept for the next one)."""
         x, y = batch
-        logits, state = self(x, self.states.get(stage) if self.hparams.stateful else None)
+        logits, state, outputs, dropped = self.net.run(x, self.states.get(stage) if self.hparams.stateful else None)
         self.states[stage] = detach_state(state)
-        return logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
-
-    def _loss(self, batch, stage: str) -> tuple[torch.Tensor, int]:
-        """Mean cross-entropy of one window and its number of tokens."""
-        logits, targets = self.window(batch, stage)
-        return F.cross_entropy(logits, targets), targets.numel()
+        penalty = self.net.penalty(outputs, dropped) if stage == "train" else logits.new_zeros(())
+        return logits.reshape(-1, logits.shape[-1]), y.reshape(-1), penalty
 
     def on_train_epoch_start(self) -> None:
         """Zeros at an epoch's start. (Lightning does not call this hook when it resumes an epoch in
@@ -244,12 +240,18 @@ class LanguageModelTask(Task):
         self.states["test"] = None
 
     def batch_loss(self, batch) -> torch.Tensor:
-        return self._loss(batch, "train")[0]
+        """The mean cross-entropy, plus AR/TAR where the net's settings ask for them."""
+        return self.cross_entropy_and_penalty(batch)[0]
+
+    def cross_entropy_and_penalty(self, batch) -> tuple[torch.Tensor, torch.Tensor, int]:
+        logits, targets, penalty = self.window(batch, "train")
+        cross_entropy = F.cross_entropy(logits, targets)
+        return cross_entropy + penalty, cross_entropy, targets.numel()
 
     def training_step(self, batch, batch_idx):
-        loss = super().training_step(batch, batch_idx)
-        # Each step's perplexity too, over all processes; the epochs' values are val/*.
-        self.train_perplexity(loss.detach(), batch[1].numel())
+        loss, cross_entropy, tokens = self.cross_entropy_and_penalty(batch)
+        # Each step's perplexity too (of the cross-entropy alone), over all processes; the epochs' values are val/*.
+        self.train_perplexity(cross_entropy.detach(), tokens)
         self.log("train/perplexity", self.train_perplexity, on_step=True, on_epoch=False)
         return loss
 
@@ -257,7 +259,7 @@ class LanguageModelTask(Task):
         """``loss`` and ``perplexity`` over every target word; with ``unknown_id`` (linked from the
         data: ``<unk>``'s id) also ``perplexity_without_unk``, over the targets that are not ``<unk>``
         (what the model scores on words it knows; ``<unk>`` is an easy, frequent target)."""
-        logits, targets = self.window(batch, stage)
+        logits, targets, _ = self.window(batch, stage)
         loss = F.cross_entropy(logits, targets)
         for name in ("loss", "perplexity"):
             self.metrics[f"{stage}_{name}"].update(loss, targets.numel())

@@ -150,7 +150,8 @@ def describe(cli: CLI, kind: str) -> dict:
     else:
         spec.update(vocab_size=net["vocab_size"], embedding_size=net["embedding_size"], tie_weights=net["tie_weights"],
                     stateful=cli.model.hparams.stateful, dropout=net["dropout"],
-                    uniform_init=net["uniform_init"])
+                    uniform_init=net["uniform_init"],
+                    regularisers={key: net.get(key, 0.0) for key in AWD_REGULARISERS if net.get(key, 0.0)})
     return spec
 
 
@@ -179,8 +180,16 @@ def optimizer_settings(cli: CLI) -> dict:
     return dict(form=form, lr=float(args.lr), betas=[float(b) for b in args.betas], eps=float(args.eps))
 
 
+# AWD-LSTM's regularisers (models.LanguageModelSettings): random masks TensorFlow cannot share, or
+# penalties the Keras side does not add.
+AWD_REGULARISERS = ("weight_drop", "embedding_dropout", "activation_penalty", "temporal_penalty")
+
+
 def check_comparable(cli: CLI, spec: dict, optimizer: dict, backend: str, follow_torch_adam: bool) -> None:
     """Refuse, in one line naming the key, what the TensorFlow ``backend`` cannot follow step for step."""
+    for key, value in spec.get("regularisers", {}).items():
+        raise NotComparable(f"model.init_args.net.{key} is {value}: AWD-LSTM's regularisers are not in the "
+                            f"TensorFlow side; compare with --model.init_args.net.{key}=0")
     if spec.get("dropout", 0.0) > 0.0:
         raise NotComparable(f"model.init_args.net.dropout is {spec['dropout']}: dropout masks are random draws that "
                             f"TensorFlow cannot share; compare with --model.init_args.net.dropout=0")

@@ -73,7 +73,7 @@ def test_state_is_carried_and_detached(cell):
     task = LanguageModelTask(settings(vocab_size=40, embedding_size=8, cell=cell, hidden_size=8))
     data = windows()
     task.on_train_epoch_start()
-    loss0, _ = task._loss(data[0], "train")
+    loss0 = task.batch_loss(data[0])
     carried = task.states["train"]
     parts = carried if isinstance(carried, tuple) else (carried,)
     assert all(not p.requires_grad and p.grad_fn is None for p in parts)  # detached
@@ -81,7 +81,7 @@ def test_state_is_carried_and_detached(cell):
     for part, expected in zip(parts, expected_state if isinstance(expected_state, tuple) else (expected_state,)):
         torch.testing.assert_close(part, expected.detach())
     loss0.backward()
-    loss1, _ = task._loss(data[1], "train")
+    loss1 = task.batch_loss(data[1])
     loss1.backward()  # would fail ("backward through the graph a second time") if the state were not detached
     x1, y1 = data[1]
     logits, _ = task.net(x1, carried)
@@ -93,8 +93,8 @@ def test_state_is_carried_and_detached(cell):
 
     stateless = LanguageModelTask(settings(vocab_size=40, embedding_size=8, cell=cell, hidden_size=8), stateful=False)
     stateless.net.load_state_dict(task.net.state_dict())
-    stateless._loss(data[0], "train")
-    loss, _ = stateless._loss(data[1], "train")
+    stateless.batch_loss(data[0])
+    loss = stateless.batch_loss(data[1])
     assert loss.item() == pytest.approx(torch.nn.functional.cross_entropy(fresh.flatten(0, 1), y1.flatten()).item())
 
 

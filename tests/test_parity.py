@@ -296,6 +296,8 @@ def test_clipping_matches_clip_grad_norm(max_norm):
     ("adding_solve", ["--tensorflow", "tf1", "--tensorflow-follows-pytorch-adam"], "lstm_pl.optim.TFAdam"),
     ("shakespeare", ["--tensorflow-follows-pytorch-adam", "--model.init_args.net.uniform_init=0.1"],
      "model.init_args.net.uniform_init"),
+    *[("shakespeare", ["--tensorflow-follows-pytorch-adam", f"--model.init_args.net.{key}=0.1"], f"model.init_args.net.{key}")
+      for key in pytorch_side.AWD_REGULARISERS],
     *[(config, [], key) for config, key in NOT_COMPARABLE.items()],
 ])
 def test_refuses_what_tensorflow_cannot_follow(task, arguments, key, tmp_path, capsys, corpus_args):
