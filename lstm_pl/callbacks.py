@@ -5,6 +5,8 @@ the run's log folder when fit ends or is interrupted (rank 0 only, never from no
 from __future__ import annotations
 
 import abc
+import math
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,8 +32,28 @@ class StepLogger(TensorBoardLogger):
     ``LearningRateMonitor``'s ``lr-<optimizer>`` written as ``train/lr-<optimizer>``: every tag in
     its split's card group, so that a run opens on its training curves, not an epoch or lr card."""
 
+    SAVE_EVERY_SECONDS = 10.0
+    saved_at = -math.inf
+
     def log_metrics(self, metrics, step=None):
         super().log_metrics({f"train/{k}" if k.startswith("lr-") else k: v for k, v in metrics.items() if k != "epoch"}, step)
+
+    @rank_zero_only
+    def save(self) -> None:
+        """Lightning's save (the event file flushed, ``hparams.yaml`` written once), at most every
+        ``SAVE_EVERY_SECONDS``: Lightning calls it after every validation's metrics, and on a run
+        that validates every step the flush and its file-system checks cost more than the
+        validation. The writer flushes on its own too, and ``finalize`` (the run's end, also a
+        failed one) always saves."""
+        now = time.monotonic()
+        if now - self.saved_at >= self.SAVE_EVERY_SECONDS:
+            super().save()
+            self.saved_at = now
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        self.saved_at = -math.inf
+        super().finalize(status)
 
     @rank_zero_only
     def log_hyperparams(self, params, metrics=None, step=None):

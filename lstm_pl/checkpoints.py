@@ -109,20 +109,24 @@ class Checkpoints(ModelCheckpoint):
         """Write ``last.ckpt`` for this step (unless ``forced`` is False and it was written less than
         ``last_every_seconds`` ago), unless it is written already, no step has run (a run that fails
         while it is set up leaves nothing) or the weights are not finite (a non-finite gradient never
-        replaces the last good state)."""
+        replaces the last good state). What is not written costs nothing: the due check comes first."""
         if (self.save_last and self.dirpath and trainer.global_step > 0 and not trainer.sanity_checking
-                and self.last_written_step != trainer.global_step and weights_finite(trainer.lightning_module)):
-            self.forced = forced
+                and self.last_written_step != trainer.global_step and self._last_due(trainer, forced)
+                and weights_finite(trainer.lightning_module)):
+            self.forced = True
             try:
                 self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
             finally:
                 self.forced = False
 
+    def _last_due(self, trainer: pl.Trainer, forced: bool) -> bool:
+        """Whether ``last.ckpt`` is to be written now. The clock is rank zero's: every process decides alike."""
+        return forced or trainer.strategy.broadcast(time.monotonic() - self.last_written_at >= self.last_every_seconds)
+
     def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict) -> None:
         """Lightning's write of ``last.ckpt`` (also called by its own saves), at most every
-        ``last_every_seconds`` unless forced. The clock is rank zero's: every process decides alike."""
-        due = self.forced or trainer.strategy.broadcast(time.monotonic() - self.last_written_at >= self.last_every_seconds)
-        if due and self.last_written_step != trainer.global_step:
+        ``last_every_seconds`` unless forced."""
+        if self.last_written_step != trainer.global_step and self._last_due(trainer, self.forced):
             super()._save_last_checkpoint(trainer, monitor_candidates)
             self.last_written_at, self.last_written_step = time.monotonic(), trainer.global_step
 
