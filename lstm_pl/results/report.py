@@ -96,6 +96,8 @@ def data_figures(folder: Path) -> list[str]:
 def table(experiment: Experiment, runs: dict, quick: bool) -> str:
     """The experiment's Markdown table: a row per arm, a cell per column over seeds, the row's command."""
     seeds = seeds_of(experiment, quick)
+    if experiment.per_seed:
+        return per_seed_table(experiment, runs, seeds, quick)
     header = ["run", *(c.header for c in experiment.columns), "command (seed S)"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for arm in experiment.arms:
@@ -103,6 +105,23 @@ def table(experiment: Experiment, runs: dict, quick: bool) -> str:
                  summary([c.value(runs[(arm.name, s)]) for s in seeds], c.fmt) for c in experiment.columns]
         lines.append(f"| {arm.label} | " + " | ".join(cells) + f" | `{command(experiment, arm, quick)}` |")
     return "\n".join(lines)
+
+
+def per_seed_table(experiment: Experiment, runs: dict, seeds: list[int], quick: bool) -> str:
+    """A row per arm and seed (each run's own numbers: what a criterion met or missed is per run),
+    then the arm's count of runs that meet each yes/no column."""
+    header = ["run", "seed", *(c.header for c in experiment.columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for arm in experiment.arms:
+        for seed in seeds:
+            run = runs[(arm.name, seed)]
+            cells = [("yes" if c.value(run) else "no") if c.count else c.fmt.format(c.value(run)) for c in experiment.columns]
+            lines.append(f"| {arm.label} | {seed} | " + " | ".join(cells) + " |")
+        counts = [f"{sum(c.value(runs[(arm.name, s)]) for s in seeds):.0f} of {len(seeds)}" if c.count else ""
+                  for c in experiment.columns]
+        lines.append(f"| {arm.label}, all seeds | | " + " | ".join(counts) + " |")
+    commands = "; ".join(f"{arm.label}: `{command(experiment, arm, quick)}`" for arm in experiment.arms)
+    return "\n".join(lines) + f"\n\nCommands (seed S): {commands}."
 
 
 def samples(arm: Arm, runs: dict, words: int = 30) -> str:
