@@ -25,6 +25,9 @@ from .errors import ConfigError
 from .files import fingerprint
 
 UNKNOWN = "<unk>"
+# A line break kept as a word (``line_breaks``): no ASCII punctuation, so no setting splits it; a
+# blank line, the play's speaker turn, is two of them.
+NEWLINE = "⏎"
 # The recipe's punctuation: string.punctuation except the hyphen and the apostrophe, which stay
 # inside words (e.g. "o'er", "well-beloved").
 PUNCTUATION = "[" + re.escape("".join(c for c in string.punctuation if c not in "-'")) + "]"
@@ -34,10 +37,12 @@ CACHE_FORMAT = 2
 CACHE_FILES = ("ids.bin", TOKENIZER_FILE)
 
 
-def word_tokenizer(keep_punctuation: bool = False, lowercase: bool = True) -> Tokenizer:
+def word_tokenizer(keep_punctuation: bool = False, lowercase: bool = True, line_breaks: bool = False) -> Tokenizer:
     """An untrained WordLevel tokenizer that normalises as the recipe does: lowercase, then every
     punctuation mark but ``-`` and ``'`` becomes a space (``keep_punctuation``: becomes a token of
-    its own instead); words are split on whitespace. Saved with the run, it carries these rules."""
+    its own instead); words are split on whitespace. ``line_breaks``: every line break is a word of
+    its own (``NEWLINE``), so that a model learns the play's lines and speaker turns. Saved with
+    the run, it carries these rules."""
     tokenizer = Tokenizer(WordLevel(unk_token=UNKNOWN))
     steps = [normalizers.Lowercase()] if lowercase else []
     if keep_punctuation:
@@ -46,8 +51,15 @@ def word_tokenizer(keep_punctuation: bool = False, lowercase: bool = True) -> To
     else:
         steps.append(normalizers.Replace(Regex(PUNCTUATION), " "))
         tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    if line_breaks:
+        steps.append(normalizers.Replace("\n", f" {NEWLINE} "))
     tokenizer.normalizer = normalizers.Sequence(steps)
     return tokenizer
+
+
+def as_text(words: str) -> str:
+    """Decoded words as the text they stand for: each ``NEWLINE`` word a line break again."""
+    return re.sub(f" ?{NEWLINE} ?", "\n", words)
 
 
 def split_words(tokenizer: Tokenizer, text: str) -> list[str]:

@@ -22,7 +22,7 @@ from . import runtime
 from .cli import OneLineErrorParser
 from .errors import first_line
 from .tasks import LanguageModelTask
-from .corpus import TOKENIZER_FILE, UNKNOWN
+from .corpus import TOKENIZER_FILE, UNKNOWN, as_text
 
 
 def load_run(run: str | Path, tokenizer: str | Path | None = None) -> tuple[LanguageModelTask, Tokenizer]:
@@ -60,7 +60,7 @@ def generate(task: LanguageModelTask, tokenizer: Tokenizer, prompt: str, words: 
     new_ids = task.net.generate(torch.tensor(prompt_ids), words, temperature, top_k,
                                 banned=None if allow_unknown else tokenizer.token_to_id(UNKNOWN), generator=generator,
                                 top_p=top_p)
-    return tokenizer.decode(prompt_ids + new_ids.tolist(), skip_special_tokens=False)
+    return as_text(tokenizer.decode(prompt_ids + new_ids.tolist(), skip_special_tokens=False))
 
 
 def main(args: list[str] | None = None) -> None:

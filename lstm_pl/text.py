@@ -76,14 +76,17 @@ class TextDataModule(pl.LightningDataModule):
     each stream are scored from a cold state (with the training batch of 100 a third of every
     ~100-word stream would be). ``vocab_size`` (read by the CLI to size the model) prepares the data on
     first use. The tokenizer goes into every checkpoint (``state_dict``); ``save_tokenizer``
-    writes it as a file (the ``SaveTokenizer`` callback, into the run folder).
+    writes it as a file (the ``SaveTokenizer`` callback, into the run folder). The text's structure
+    as options: ``lowercase: false`` keeps the case, ``keep_punctuation`` the punctuation marks as
+    words, ``line_breaks`` every line break as a word (a blank line, the play's speaker turn, is two):
+    ``generate`` then writes lines that look like the play.
     """
 
     def __init__(self, path: str | None = "../shared/data/tinyshakespeare.txt", url: str | None = None,
                  sha256: str | None = None, cache_dir: str = ".cache/data", keep_punctuation: bool = False,
                  lowercase: bool = True, min_count: PositiveInt = 6, batch_size: PositiveInt = 100,
                  seq_len: PositiveInt = 50, val_fraction: float = 0.05, test_fraction: float = 0.05,
-                 eval_batch_size: PositiveInt = 10):
+                 eval_batch_size: PositiveInt = 10, line_breaks: bool = False):
         super().__init__()
         self.save_hyperparameters()  # hparams.yaml and TensorBoard's HPARAMS
         if path is None and url is None:
@@ -98,6 +101,7 @@ class TextDataModule(pl.LightningDataModule):
                 raise ConfigError(f"data.init_args.{key} must lie in (0, 0.5), got {value}")
         self.path, self.url, self.sha256, self.cache_dir = path, url, sha256, Path(cache_dir)
         self.keep_punctuation, self.lowercase, self.min_count = keep_punctuation, lowercase, min_count
+        self.line_breaks = line_breaks
         self.batch_size, self.seq_len, self.eval_batch_size = batch_size, seq_len, eval_batch_size
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.tokenizer: Tokenizer | None = None
@@ -123,6 +127,8 @@ class TextDataModule(pl.LightningDataModule):
         """8 hex digits naming the settings that decide the ids."""
         settings = dict(lowercase=self.lowercase, keep_punctuation=self.keep_punctuation, min_count=self.min_count,
                         val_fraction=self.val_fraction, test_fraction=self.test_fraction)
+        if self.line_breaks:  # only where set: the folders prepared before this setting keep their names
+            settings["line_breaks"] = True
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
 
     def checksum(self, source: Path) -> str:
@@ -161,7 +167,7 @@ class TextDataModule(pl.LightningDataModule):
         if not folder.exists():
             about = dict(sha256=found, stat=file_stat(source))
             try:
-                prepare_corpus(source, word_tokenizer(self.keep_punctuation, self.lowercase), self.min_count,
+                prepare_corpus(source, word_tokenizer(self.keep_punctuation, self.lowercase, self.line_breaks), self.min_count,
                                self.val_fraction, self.test_fraction, folder, about=about)
             except OSError as error:
                 if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):

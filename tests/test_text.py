@@ -274,3 +274,38 @@ def test_partials_of_dead_processes_are_removed(tmp_path):
     live.write_bytes(b"")
     assert sorted(remove_stale_partials(tmp_path)) == sorted(left)
     assert list(tmp_path.iterdir()) == [live]
+
+
+def test_line_breaks_are_words_and_generation_writes_them_as_lines():
+    """``line_breaks``: each line break a word of its own (a blank line, the speaker turn, two), in
+    every normalisation; decoded text has its lines back."""
+    from lstm_pl.corpus import NEWLINE, as_text
+
+    play = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak."
+    plain = split_words(word_tokenizer(line_breaks=True), play)
+    assert plain[:5] == ["first", "citizen", NEWLINE, "before", "we"] and plain.count(NEWLINE) == 4
+    assert plain[plain.index("speak") + 1 : plain.index("speak") + 4] == [NEWLINE, NEWLINE, "all"]
+    kept = split_words(word_tokenizer(keep_punctuation=True, lowercase=False, line_breaks=True), play)
+    assert kept[:5] == ["First", "Citizen", ":", NEWLINE, "Before"]
+    assert NEWLINE not in split_words(word_tokenizer(), play)  # off by default
+    assert as_text(" ".join(kept)) == ("First Citizen :\nBefore we proceed any further , hear me speak .\n\nAll :\n"
+                                       "Speak , speak .")
+
+
+def test_a_data_module_with_line_breaks_learns_them_as_words(tmp_path):
+    """``data.init_args.line_breaks``: the break is in the vocabulary and the ids, and the prepared
+    cache is another folder than the plain one (its ids differ)."""
+    from lstm_pl.corpus import NEWLINE
+
+    path = tmp_path / "lines.txt"
+    path.write_text("to be or not\nto be\n" * 400)
+    plain = TextDataModule(path=str(path), min_count=1, batch_size=2, seq_len=5, cache_dir=str(tmp_path / "cache"))
+    lines = TextDataModule(path=str(path), min_count=1, batch_size=2, seq_len=5, cache_dir=str(tmp_path / "cache"),
+                           line_breaks=True)
+    for data in (plain, lines):
+        data.setup("fit")
+    assert NEWLINE in lines.tokenizer.get_vocab() and NEWLINE not in plain.tokenizer.get_vocab()
+    newline = lines.tokenizer.token_to_id(NEWLINE)
+    assert lines.splits["train"][:7].tolist() == [*lines.tokenizer.encode("to be or not").ids, newline,
+                                                  *lines.tokenizer.encode("to be").ids, newline][:7]
+    assert lines.settings_key != plain.settings_key
