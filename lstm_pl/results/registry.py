@@ -76,7 +76,10 @@ def adding_arm(name: str, label: str, config: str = "configs/adding_learn.yaml",
 LEARN_LSTM = adding_arm("adding_learn", "LSTM (chrono, batch 32, clip 1)")
 SOLVE_LSTM = adding_arm("adding_solve", "LSTM (chrono, batch 32, clip 1), until solved", "configs/adding_solve.yaml")
 SOLVE_RNN = adding_arm("adding_solve_rnn", "plain RNN (8,000 steps)", "configs/adding_solve_rnn.yaml")
-SOLVED_COLUMNS = (steps, test_mse, within, wrong, solved, minutes, cpu_minutes)
+SOLVED_COLUMNS = (steps, Column("test MSE", lambda run: run.test("test/loss"), "{:.1e}"),
+                  Column("test \\|error\\| < 0.04", lambda run: run.test("test/within_tolerance"), "{:.2%}"),
+                  wrong, solved, Column("wall minutes (shared cores)", lambda run: run.result["seconds"] / 60, "{:.1f}"),
+                  cpu_minutes)
 ANCHORS = ("Anchors: Hochreiter and Schmidhuber 1997 (experiment 4, their variant, 2,560 test sequences): T=1000 with "
            "1 wrong prediction in 2,560 (99.96%) after 853,000 training sequences on average. Bai, Kolter and Koltun "
            "2018 (TCN, Table 1; this variant: uniform [0, 1] values, the target the sum) at T=600: LSTM 0.164 "
