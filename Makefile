@@ -26,8 +26,10 @@ $(ALL): $(TRAIN)
 	$(PIP) -c constraints.txt --no-deps tf_keras
 	touch $(ALL)
 
+# One intra-op thread unless you set OMP_NUM_THREADS: these models are small, one thread is the
+# fastest for them, and on a busy machine two threads spin against the load (sine: 70 s against 7 s).
 run: $(TRAIN)
-	$(PY) -m lstm_pl fit --config configs/sine.yaml
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m lstm_pl fit --config configs/sine.yaml
 
 # Two workers: the suite is CPU-bound and this machine has two cores (pytest-xdist); loadgroup keeps
 # a file that shares one expensive fixture (tests/test_reproducible.py) on one worker.
