@@ -34,9 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 
-from lstm_pl import runtime
+from benchmarks.tasks import one_thread_each
 from lstm_pl.cli import CLI
 from parity import pytorch_side, tf1_side
 from parity.checks import training_inputs
@@ -96,13 +95,7 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    runtime.start()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    torch.set_num_threads(1)
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    one_thread_each()
     print(f"imports in a fresh interpreter (excluded below): port {import_seconds('port', args.rounds):.1f} s, "
           f"TensorFlow with tf_keras {import_seconds('TF1', args.rounds):.1f} s", flush=True)
     print("| run | validations | port (s) | TF1 graph (s) | Keras (s) | TF1/port | Keras/port |")

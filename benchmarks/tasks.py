@@ -165,11 +165,8 @@ def measure(task: str, batch: int, rounds: int, folder: str) -> dict:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+def one_thread_each() -> None:
+    """The process set up as every entry point is, PyTorch and TensorFlow on one CPU thread each."""
     runtime.start()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     torch.set_num_threads(1)
@@ -177,6 +174,14 @@ def main() -> None:
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    one_thread_each()
     print("| task | batch | port steps/s | samples/s (port) | bare steps/s | TF best (steps/s) | port/bare | "
           "port/TF | peak RSS |")
     print("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |")
