@@ -17,7 +17,7 @@ import tempfile
 
 import torch
 
-from benchmarks.tasks import StepClock
+from benchmarks.tasks import timed_fit, training_only
 from lstm_pl import runtime
 from parity import pytorch_side
 
@@ -33,14 +33,9 @@ CONTENDERS = {
 
 
 def seconds_per_step(overrides: list[str], steps: int, folder: str) -> float:
-    cli = pytorch_side.build("configs/shakespeare_best.yaml", [
-        *overrides, f"--trainer.max_steps={WARMUP + steps}", "--trainer.max_epochs=-1", "--trainer.limit_val_batches=0",
-        "--trainer.num_sanity_val_steps=0", "--trainer.callbacks=[]", "--checkpoint.monitor=null", "--lr_scheduler=null",
-        f"--trainer.logger.init_args.save_dir={folder}", "--trainer.enable_progress_bar=false"])
-    clock = StepClock(WARMUP)
-    cli.trainer.callbacks.append(clock)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    return (clock.end - clock.start) / steps
+    cli = pytorch_side.build("configs/shakespeare_best.yaml",
+                             [*overrides, *training_only(WARMUP + steps, folder), "--trainer.enable_progress_bar=false"])
+    return timed_fit(cli, WARMUP, steps)
 
 
 def main() -> None:

@@ -65,14 +65,20 @@ class StepClock(pl.Callback):
         self.end = time.perf_counter()
 
 
+def training_only(steps: int, folder: str) -> list[str]:
+    """Overrides that make a config's run train ``steps`` steps and do nothing else: no validation
+    (nor a schedule that reads it), figures, checkpoint by a metric or model summary; its logs in
+    ``folder``."""
+    return [f"--trainer.max_steps={steps}", "--trainer.max_epochs=-1", f"--trainer.logger.init_args.save_dir={folder}",
+            "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0", "--trainer.callbacks=[]",
+            "--trainer.enable_model_summary=false", "--checkpoint.monitor=null",
+            "--lr_scheduler=null"]  # a plateau schedule reads val/loss, which the timing switches off
+
+
 def build(task: str, batch: int, steps: int, folder: str, extra: tuple[str, ...] = ()) -> CLI:
     """The task's run as the CLI builds it, at ``batch``, for ``steps`` steps, training only
     (``extra``: more overrides, e.g. the accelerator and precision)."""
-    overrides = [*extra, f"--data.init_args.batch_size={batch}", f"--trainer.max_steps={steps}", "--trainer.max_epochs=-1",
-                 f"--trainer.logger.init_args.save_dir={folder}", "--trainer.limit_val_batches=0",
-                 "--trainer.num_sanity_val_steps=0", "--trainer.callbacks=[]", "--trainer.enable_model_summary=false",
-                 "--checkpoint.monitor=null",
-                 "--lr_scheduler=null"]  # a plateau schedule reads val/loss, which the timing switches off
+    overrides = [*extra, f"--data.init_args.batch_size={batch}", *training_only(steps, folder)]
     return pytorch_side.build(f"configs/{TASKS[task][0]}.yaml", overrides)
 
 
@@ -92,13 +98,18 @@ def training_batches(cli: CLI, count: int) -> list:
     return batches
 
 
-def port(task: str, batch: int, warmup: int, steps: int, folder: str, extra: tuple[str, ...] = ()) -> float:
-    """Seconds per step of ``trainer.fit``."""
-    cli = build(task, batch, warmup + steps, folder, extra)
+def timed_fit(cli: CLI, warmup: int, steps: int) -> float:
+    """Seconds per step of ``cli``'s ``trainer.fit`` over its ``warmup + steps`` steps, the first
+    ``warmup`` untimed."""
     clock = StepClock(warmup)
     cli.trainer.callbacks.append(clock)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     return (clock.end - clock.start) / steps
+
+
+def port(task: str, batch: int, warmup: int, steps: int, folder: str, extra: tuple[str, ...] = ()) -> float:
+    """Seconds per step of ``trainer.fit``."""
+    return timed_fit(build(task, batch, warmup + steps, folder, extra), warmup, steps)
 
 
 def bare(task: str, batch: int, warmup: int, steps: int, folder: str) -> float:

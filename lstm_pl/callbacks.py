@@ -22,7 +22,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from .errors import ConfigError
 from .files import atomic_write
 from .models import closed_loop, flat, weights_finite
-from .scalars import ScalarBuffer, recorded
+from .scalars import StepRecorder
 from .tasks import Task
 
 
@@ -152,7 +152,7 @@ class FigureCallback(pl.Callback, abc.ABC):
             self.draw(trainer, pl_module)
 
 
-class LossCurves(FigureCallback):
+class LossCurves(StepRecorder, FigureCallback):
     """The loss curves against the optimizer step: the training loss every ``log_every_n_steps``
     steps (kept as tensors: no host sync in the training loop; taken into the curve every
     ``flush_every`` of them and before a checkpoint) and ``val_key`` at every validation.
@@ -165,10 +165,9 @@ class LossCurves(FigureCallback):
 
     def __init__(self, val_key: str = "val/loss", log_scale: bool = True, after_update: bool = False,
                  figure: bool = True, flush_every: PositiveInt = 100):
-        self.val_key, self.log_scale, self.after_update, self.figure = val_key, log_scale, after_update, figure
-        self.flush_every = flush_every
         # Written as train/loss_after_update; the loss before the update is scalars.TrainLoss's train/loss.
-        self.pending = ScalarBuffer("train/loss_after_update" if after_update else None)
+        super().__init__("train/loss_after_update" if after_update else None, flush_every)
+        self.val_key, self.log_scale, self.after_update, self.figure = val_key, log_scale, after_update, figure
         self.train: list[tuple[int, torch.Tensor]] = []
         self.val: list[tuple[int, torch.Tensor]] = []
 
@@ -177,38 +176,22 @@ class LossCurves(FigureCallback):
             raise ConfigError(f"trainer.callbacks: LossCurves.after_update re-evaluates a batch after its update, and "
                               f"{type(pl_module).__name__}'s loss cannot be computed again (it is not a recomputable Task)")
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        step = recorded(trainer)
-        if step is None:
-            return
-        loss = outputs["loss"]
-        if self.after_update:
-            with torch.no_grad():
-                loss = pl_module.batch_loss(batch)
-        self.pending.add(step, loss)
-        if len(self.pending) >= self.flush_every:
-            self.flush(trainer)
+    def value(self, trainer, pl_module, outputs, batch):
+        if not self.after_update:
+            return outputs["loss"]
+        with torch.no_grad():
+            return pl_module.batch_loss(batch)
 
-    def flush(self, trainer) -> None:
-        """The held points into the curve (the process-mean under DDP: the whole batch's, to float
-        rounding, where the shares are equal), and to the loggers where ``after_update``."""
-        points = self.pending.flush(trainer)
+    def taken(self, trainer, points):
+        """The flushed points into the curve (the process-mean under DDP: the whole batch's, to float
+        rounding, where the shares are equal), at the step after their update."""
+        super().taken(trainer, points)
         self.train += [(step + 1, value) for step, value in points]
-        if points and self.after_update:  # the summary's last value, as for train/loss
-            trainer.callback_metrics["train/loss_after_update"] = points[-1][1]
-
-    def on_train_end(self, trainer, pl_module):
-        self.flush(trainer)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
         """The held points too (Lightning takes ``state_dict`` before this hook)."""
-        self.flush(trainer)
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
         checkpoint["callbacks"][self.state_key] = self.state_dict()
-
-    def on_exception(self, trainer, pl_module, exception):
-        if trainer.world_size == 1:  # under DDP the other processes may not be there to reduce with
-            self.flush(trainer)
-        super().on_exception(trainer, pl_module, exception)
 
     def on_validation_epoch_end(self, trainer, pl_module):
         if not trainer.sanity_checking and self.val_key in trainer.callback_metrics:

@@ -66,7 +66,7 @@ class Checkpoints(ModelCheckpoint):
         super().__init__(*args, **kwargs)
         self.last_every_seconds = last_every_seconds
         self.saved_metrics: dict[str, float] = {}
-        self.last_written_at, self.last_written_step, self.forced = -math.inf, None, False
+        self.last_written_at, self.last_written_step = -math.inf, None
 
     @property
     def state_key(self) -> str:
@@ -113,22 +113,22 @@ class Checkpoints(ModelCheckpoint):
         if (self.save_last and self.dirpath and trainer.global_step > 0 and not trainer.sanity_checking
                 and self.last_written_step != trainer.global_step and self._last_due(trainer, forced)
                 and weights_finite(trainer.lightning_module)):
-            self.forced = True
-            try:
-                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-            finally:
-                self.forced = False
+            self._write_last(trainer, self._monitor_candidates(trainer))
 
     def _last_due(self, trainer: pl.Trainer, forced: bool) -> bool:
         """Whether ``last.ckpt`` is to be written now. The clock is rank zero's: every process decides alike."""
         return forced or trainer.strategy.broadcast(time.monotonic() - self.last_written_at >= self.last_every_seconds)
 
+    def _write_last(self, trainer: pl.Trainer, monitor_candidates: dict) -> None:
+        """Lightning's own write of ``last.ckpt``, and when it was made."""
+        super()._save_last_checkpoint(trainer, monitor_candidates)
+        self.last_written_at, self.last_written_step = time.monotonic(), trainer.global_step
+
     def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict) -> None:
-        """Lightning's write of ``last.ckpt`` (also called by its own saves), at most every
-        ``last_every_seconds`` unless forced."""
-        if self.last_written_step != trainer.global_step and self._last_due(trainer, self.forced):
-            super()._save_last_checkpoint(trainer, monitor_candidates)
-            self.last_written_at, self.last_written_step = time.monotonic(), trainer.global_step
+        """Where Lightning's own saves write ``last.ckpt`` (after a top-k checkpoint): at most every
+        ``last_every_seconds``, like every other unforced write."""
+        if self.last_written_step != trainer.global_step and self._last_due(trainer, forced=False):
+            self._write_last(trainer, monitor_candidates)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

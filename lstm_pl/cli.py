@@ -154,9 +154,8 @@ class CLI(LightningCLI):
         streams of sine and adding, which have no epoch end), a plateau scheduler steps after each
         validation (patience counts validations) and any other scheduler every step; elsewhere
         once an epoch, as LightningCLI does."""
-        configured = LightningCLI.configure_optimizers(lightning_module, optimizer, lr_scheduler)
         if lr_scheduler is None or lightning_module.trainer.check_val_every_n_epoch is not None:
-            return configured
+            return LightningCLI.configure_optimizers(lightning_module, optimizer, lr_scheduler)
         trainer = lightning_module.trainer
         plateau = isinstance(lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
         frequency = trainer.val_check_interval if plateau else 1

@@ -244,6 +244,7 @@ class LanguageModelTask(Task):
         return self.cross_entropy_and_penalty(batch)[0]
 
     def cross_entropy_and_penalty(self, batch) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """A training window's loss (cross-entropy + AR/TAR), its cross-entropy alone, its tokens."""
         logits, targets, penalty = self.window(batch, "train")
         cross_entropy = F.cross_entropy(logits, targets)
         return cross_entropy + penalty, cross_entropy, targets.numel()
