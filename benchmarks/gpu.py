@@ -1,6 +1,9 @@
 """The GPU check, for a machine with CUDA (``benchmarks/gpu.sh`` runs it): every task trained a
 fixed number of steps through the Lightning Trainer at its large batch, in fp32 and bf16-mixed,
-as steps/s and samples (tokens for the language model) per second, and whether cuDNN is there.
+as steps/s and samples (tokens for the language model) per second, and whether cuDNN is there;
+the framework's cost per step at the original batch (the port's step minus a bare PyTorch loop's
+on the same device, ``benchmarks.tasks``); and the original runs end to end as a user runs them
+(``benchmarks.runs``' port column; TensorFlow is not installed on the device machine).
 
     python -m benchmarks.gpu [--accelerator gpu] [--rounds 2]
 
@@ -10,12 +13,15 @@ as steps/s and samples (tokens for the language model) per second, and whether c
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import statistics
 import tempfile
 
 import torch
 
-from benchmarks.tasks import TASKS, port
+from benchmarks import runs
+from benchmarks.tasks import TASKS, bare, port
 from lstm_pl import runtime
 
 
@@ -24,6 +30,7 @@ def main() -> None:
     parser.add_argument("--accelerator", default="gpu")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--runs", nargs="+", default=list(runs.RUNS), choices=list(runs.RUNS))
     args = parser.parse_args()
     runtime.start()
     cudnn = torch.backends.cudnn
@@ -40,6 +47,26 @@ def main() -> None:
                 seconds = statistics.median(port(task, batch, warmup, steps, folder, extra) for _ in range(args.rounds))
             per_step = batch * (50 if task == "shakespeare" else 1)
             print(f"| {task} | {batch} | {precision} | {1 / seconds:.1f} | {per_step / seconds:,.0f} {unit} |", flush=True)
+    device = "cuda" if args.accelerator == "gpu" else "cpu"
+    accelerator = (f"--trainer.accelerator={args.accelerator}", "--trainer.devices=1")
+    print("\n| task | batch | port ms/step | bare ms/step | framework cost (ms) | port/bare |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for task in [t for t in ("sine", "adding") if t in args.tasks]:
+        _, batch, _, _, warmup, steps = TASKS[task]
+        times: dict[str, list[float]] = {"port": [], "bare": []}
+        with tempfile.TemporaryDirectory() as folder:
+            for _ in range(args.rounds):  # interleaved
+                with contextlib.redirect_stdout(io.StringIO()):
+                    times["port"].append(port(task, batch, warmup, steps, folder, accelerator))
+                times["bare"].append(bare(task, batch, warmup, steps, folder, device))
+        ported, plain = (statistics.median(times[name]) * 1e3 for name in ("port", "bare"))
+        print(f"| {task} | {batch} | {ported:.2f} | {plain:.2f} | {ported - plain:.2f} | {plain / ported:.2f} |", flush=True)
+    print("\n| run | seconds (fit, as a user runs it) |")
+    print("| --- | ---: |")
+    for run in args.runs:
+        with tempfile.TemporaryDirectory() as folder:
+            seconds = statistics.median(runs.port(run, folder, accelerator) for _ in range(args.rounds))
+        print(f"| {run} | {seconds:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -45,11 +45,12 @@ IMPORTS = {"port": "import lstm_pl.cli",
            "TF1": "import os; os.environ['TF_USE_LEGACY_KERAS'] = '1'; import tensorflow as tf; tf.compat.v1.nn.rnn_cell.LSTMCell"}
 
 
-def port(run: str, folder: str) -> float:
-    """Seconds of ``fit --config configs/<run>.yaml``, in this process, its output swallowed."""
+def port(run: str, folder: str, extra: tuple[str, ...] = ()) -> float:
+    """Seconds of ``fit --config configs/<run>.yaml`` (``extra``: more overrides, e.g. the
+    accelerator), in this process, its output swallowed."""
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
-        CLI(args=["fit", "--config", f"configs/{run}.yaml", f"--trainer.logger.init_args.save_dir={folder}"])
+        CLI(args=["fit", "--config", f"configs/{run}.yaml", f"--trainer.logger.init_args.save_dir={folder}", *extra])
     return time.perf_counter() - start
 
 

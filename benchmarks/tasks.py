@@ -52,16 +52,21 @@ TASKS = {
 
 
 class StepClock(pl.Callback):
-    """Wall time from the start of step ``warmup + 1`` to the end of the last step."""
+    """Wall time from the start of step ``warmup + 1`` to the end of the last step (on a GPU, after
+    the queued work is done)."""
 
     def __init__(self, warmup: int):
         self.warmup, self.start, self.end = warmup, 0.0, 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == self.warmup:
+            if pl_module.device.type == "cuda":
+                torch.cuda.synchronize()
             self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize()
         self.end = time.perf_counter()
 
 
@@ -112,14 +117,18 @@ def port(task: str, batch: int, warmup: int, steps: int, folder: str, extra: tup
     return timed_fit(build(task, batch, warmup + steps, folder, extra), warmup, steps)
 
 
-def bare(task: str, batch: int, warmup: int, steps: int, folder: str) -> float:
-    """Seconds per step of a plain PyTorch loop over the same network, optimizer and batches."""
+def bare(task: str, batch: int, warmup: int, steps: int, folder: str, device: str = "cpu") -> float:
+    """Seconds per step of a plain PyTorch loop over the same network, optimizer and batches (on
+    ``device``, the batches moved there before the timing, as the port's loader pins nothing)."""
     cli = build(task, batch, warmup + steps, folder)
-    net, clip = cli.model.net, cli.config.trainer.gradient_clip_val
+    net, clip = cli.model.net.to(device), cli.config.trainer.gradient_clip_val
     optimizer = cli.model.configure_optimizers()  # the config's optimizer, as LightningCLI built it
     state = None
-    for step, (x, y) in enumerate(training_batches(cli, warmup + steps)):
+    batches = [(x.to(device), y.to(device)) for x, y in training_batches(cli, warmup + steps)]
+    synchronize = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for step, (x, y) in enumerate(batches):
         if step == warmup:
+            synchronize()
             start = time.perf_counter()
         optimizer.zero_grad()
         if hasattr(net, "embedding"):  # a language model: the state carried, cut from the graph
@@ -132,6 +141,7 @@ def bare(task: str, batch: int, warmup: int, steps: int, folder: str) -> float:
         if clip:
             torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
         optimizer.step()
+    synchronize()
     return (time.perf_counter() - start) / steps
 
 

@@ -30,6 +30,7 @@ from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from . import runtime
+from .averaging import WeightAveraging
 from .checkpoints import Checkpoints, check_checkpoint_fits
 from .console import Report, command_prefix
 from .errors import ConfigError, TrainingError, cause, first_line
@@ -73,8 +74,9 @@ class OneLineErrorParser(LightningArgumentParser):
 
 class CLI(LightningCLI):
     """LightningCLI with the project's parser, the ``checkpoint:`` (``checkpoints.Checkpoints``),
-    ``non_finite:`` (``guards.NonFiniteLoss``), ``report:`` (``console.Report``) and ``train_loss:``
-    (``scalars.TrainLoss``) groups set in ``configs/base.yaml``, the
+    ``non_finite:`` (``guards.NonFiniteLoss``), ``report:`` (``console.Report``), ``train_loss:``
+    (``scalars.TrainLoss``) and ``averaging:`` (``averaging.WeightAveraging``) groups set in
+    ``configs/base.yaml``, the
     data-to-model links, and the run-folder rules for ``--ckpt_path``."""
 
     latest: "CLI | None" = None  # the CLI whose classes were instantiated last (main reports on it)
@@ -93,6 +95,7 @@ class CLI(LightningCLI):
         parser.add_lightning_class_args(NonFiniteLoss, "non_finite")
         parser.add_lightning_class_args(Report, "report")
         parser.add_lightning_class_args(TrainLoss, "train_loss")
+        parser.add_lightning_class_args(WeightAveraging, "averaging")
         # Applied after the DataModule exists, each only where both ends have the attribute.
         for source, target in DATA_LINKS.items():
             parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")

@@ -15,12 +15,12 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from jsonargparse.typing import NonNegativeInt, OpenUnitInterval, PositiveInt
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch.utils.data import DataLoader, TensorDataset
 
 from .errors import ConfigError
@@ -28,11 +28,12 @@ from .loading import Rows, batches_drawn, loader, processes, share
 from .sampling import OriginalStream, RankShard, Shuffled, WithReplacement
 
 
-def train_test_split_indices(n: int, test_size: float = 0.1, random_state: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def train_test_split_indices(n: int, test_size: float | int = 0.1, random_state: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's ``train_test_split(range(n), test_size=..., random_state=...)``: a
-    permutation from ``RandomState(random_state)``; its first ceil(test_size·n) indices are the
-    test set, the rest the training set, both in permutation order. Returns (train, test)."""
-    n_test = math.ceil(test_size * n)
+    permutation from ``RandomState(random_state)``; its first ceil(test_size·n) indices (an int
+    ``test_size``: that many, as scikit-learn reads it) are the test set, the rest the training
+    set, both in permutation order. Returns (train, test)."""
+    n_test = test_size if isinstance(test_size, int) else math.ceil(test_size * n)
     permutation = np.random.RandomState(random_state).permutation(n)
     return permutation[n_test:], permutation[:n_test]
 
@@ -121,8 +122,8 @@ def as_dataset(x: np.ndarray, y: np.ndarray) -> Rows:
 
 class ArrayDataModule(pl.LightningDataModule, abc.ABC):
     """Sequences held in memory, split into training and validation the original's way
-    (``val_size``, ``split_seed``: see ``train_test_split_indices``); subclasses only ``load``
-    the arrays.
+    (``val_size``, a fraction or, as in scikit-learn, a count; ``split_seed``: see
+    ``train_test_split_indices``); subclasses only ``load`` the arrays.
 
     Training batches (``sampling``), each an endless stream, so the budget is ``trainer.max_steps``:
     ``with_replacement``, batches drawn with replacement by a torch generator seeded with
@@ -142,10 +143,13 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
     input_size: int  # features per time step: the model's input_size (linked by the CLI)
 
     def __init__(self, batch_size: PositiveInt = 10, sampling: Sampling = "with_replacement",
-                 val_size: OpenUnitInterval = 0.1, split_seed: int = 1, sampling_seed: int = 0, num_workers: int = 0):
+                 val_size: Union[int, float] = 0.1, split_seed: int = 1, sampling_seed: int = 0, num_workers: int = 0):
         super().__init__()
         self.save_hyperparameters()  # every subclass's settings too (Lightning reads the __init__ chain): hparams.yaml, HPARAMS
         self.batch_size, self.sampling = batch_size, sampling
+        if not (val_size >= 1 if isinstance(val_size, int) else 0 < val_size < 1):
+            raise ConfigError(f"data.init_args.val_size must be a fraction between 0 and 1 or a whole number of "
+                              f"sequences, got {val_size}")
         self.val_size, self.split_seed, self.sampling_seed = val_size, split_seed, sampling_seed
         self.num_workers = num_workers
         self.x: np.ndarray | None = None
@@ -266,11 +270,15 @@ class GeneratedDataModule(ArrayDataModule):
     def make_arrays(self, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
         """x (N, T, F) and y (N, 1), as numpy arrays, drawing from ``rng`` as the original did."""
 
+    def make_test_arrays(self, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
+        """The held-out draw (``test_seed``): by default the data set's size and kind."""
+        return self.make_arrays(rng)
+
     def load(self) -> Arrays:
         rng = np.random.RandomState(self.seed)
         x, y = self.make_arrays(rng)
         self.stream_after_generation = rng.get_state()
-        held_out = None if self.test_seed is None else self.make_arrays(np.random.RandomState(self.test_seed))
+        held_out = None if self.test_seed is None else self.make_test_arrays(np.random.RandomState(self.test_seed))
         return Arrays(x, y, held_out)
 
     def original_stream(self) -> tuple[tuple, int]:
@@ -312,17 +320,23 @@ class SineDataModule(GeneratedDataModule):
 
 
 class AddingDataModule(GeneratedDataModule):
-    """Exercise 2: the adding problem, a long-range dependency over ``t`` steps."""
+    """Exercise 2: the adding problem, a long-range dependency over ``t`` steps.
+
+    ``test_sequences``: how many sequences the held-out draw (``test_seed``) makes; unset, as many
+    as the data set (``n_sequence``)."""
 
     input_size = 2
 
-    def __init__(self, t: int = 250, n_sequence: int = 10_000, **kwargs):
+    def __init__(self, t: int = 250, n_sequence: int = 10_000, test_sequences: Optional[PositiveInt] = None, **kwargs):
         super().__init__(**kwargs)
         if t < 2:
             raise ConfigError(f"data.init_args.t must be at least 2 (two marked positions), got {t}")
         if n_sequence < 2:
             raise ConfigError(f"data.init_args.n_sequence must be at least 2, got {n_sequence}")
-        self.t, self.n_sequence = t, n_sequence
+        self.t, self.n_sequence, self.test_sequences = t, n_sequence, test_sequences
 
     def make_arrays(self, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
         return adding_problem(self.t, self.n_sequence, rng=rng)
+
+    def make_test_arrays(self, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
+        return adding_problem(self.t, self.test_sequences or self.n_sequence, rng=rng)

@@ -23,7 +23,7 @@ from .models import LanguageModelSettings, ManyToOneSettings, ManyToOne, WordLan
 # The CLI links each when the classes are made (where both ends have it); a resume does not compare
 # them (a checkpoint of other data differs in its data class; a vocabulary is checked on loading).
 DATA_LINKS = {"input_size": "net.input_size", "vocab_size": "net.vocab_size", "num_classes": "net.output_size",
-              "unknown_id": "unknown_id"}
+              "unknown_id": "unknown_id", "lr_window": "lr_window"}
 
 
 def stage_metrics(**metrics) -> torch.nn.ModuleDict:
@@ -175,7 +175,7 @@ class LanguageModelTask(Task):
     The windows of an epoch arrive in order, batch row b continuing row b (``text.StreamWindows``);
     with ``stateful`` the final state of window k starts window k + 1, detached (truncated BPTT),
     in training and evaluation alike, and every epoch of each stage starts from zeros.
-    ``stateful: false`` starts every window from zeros. Gradient clipping is the Trainer's (``gradient_clip_val``). Logged for train, val and test:
+    ``stateful: false`` starts every window from zeros. ``lr_window``: see ``optimizer_step``. Gradient clipping is the Trainer's (``gradient_clip_val``). Logged for train, val and test:
     ``loss`` (mean cross-entropy per token, nats) and ``perplexity`` (its exp).
     """
 
@@ -183,7 +183,7 @@ class LanguageModelTask(Task):
     shown = ("perplexity",)
 
     def __init__(self, net: LanguageModelSettings = LanguageModelSettings(), stateful: bool = True,
-                 unknown_id: Optional[int] = None):
+                 unknown_id: Optional[int] = None, lr_window: Optional[int] = None):
         super().__init__()
         self.save_hyperparameters()
         self.net = WordLanguageModel(net)
@@ -192,6 +192,7 @@ class LanguageModelTask(Task):
         self.metrics = stage_metrics(loss=MeanMetric, perplexity=Perplexity, perplexity_without_unk=Perplexity)
         self.states: dict[str, object] = {}
         self.rng_state_to_restore: torch.Tensor | None = None  # a resumed run's generator (on_load_checkpoint)
+        self.window_length: int | None = None  # the training window's length (for lr_window)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """A run resumed from this checkpoint goes on as if never stopped: the state carried into
@@ -211,7 +212,23 @@ class LanguageModelTask(Task):
         # Set when the first resumed batch starts, not now: nothing until then may draw from it.
         self.rng_state_to_restore = checkpoint.get("torch_rng_state")
 
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        """With ``lr_window`` (linked from the data's ``variable_windows``), the step's learning rate is
+        lr · T / lr_window for its window of T words, as AWD-LSTM scales it; the configured rates
+        are restored after the step, so schedulers and the logged rate see them unchanged."""
+        if self.hparams.lr_window is None or self.window_length is None:
+            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        rates = [group["lr"] for group in optimizer.param_groups]
+        for group, rate in zip(optimizer.param_groups, rates):
+            group["lr"] = rate * self.window_length / self.hparams.lr_window
+        try:
+            super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        finally:
+            for group, rate in zip(optimizer.param_groups, rates):
+                group["lr"] = rate
+
     def on_train_batch_start(self, batch, batch_idx) -> None:
+        self.window_length = batch[0].shape[1]
         if self.rng_state_to_restore is not None:
             torch.set_rng_state(self.rng_state_to_restore)
             self.rng_state_to_restore = None

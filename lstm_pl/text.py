@@ -38,28 +38,47 @@ class StreamWindows(Dataset):
     With n = len(ids) // batch_size (the last len(ids) % batch_size tokens are dropped), row b is
     the stream ``ids[b·n : (b+1)·n]`` and item k is the whole batch for window k:
 
-        x = streams[:, k·T : k·T + T],   y = streams[:, k·T + 1 : k·T + T + 1]   (T = seq_len)
+        x = streams[:, s_k : s_k + T_k],   y = streams[:, s_k + 1 : s_k + T_k + 1]
 
-    both (batch_size, T) int64; the last window is shorter when n - 1 is not a multiple of T, and
-    nothing wraps around. Read with ``DataLoader(batch_size=None)``, in order.
+    both (batch_size, T_k) int64, s_k = T_0 + ... + T_{k-1}; T_k = seq_len, or the k-th of
+    ``lengths`` where given (AWD-LSTM's variable windows, ``variable_lengths``). The last window is
+    shorter where the lengths do not end exactly at n - 1, and nothing wraps around. Read with
+    ``DataLoader(batch_size=None)``, in order.
     """
 
-    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, rows: slice = slice(None)):
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, rows: slice = slice(None),
+                 lengths: np.ndarray | None = None):
         per_stream = len(ids) // batch_size
         # A view, not a copy: over a memory-mapped id file only the windows read are loaded.
         self.streams = np.asarray(ids[: batch_size * per_stream]).reshape(batch_size, per_stream)[rows]
-        self.seq_len = seq_len
+        targets = self.streams.shape[1] - 1
+        if lengths is None:
+            lengths = np.full(max(0, -(-targets // seq_len)), seq_len)  # ceil((n - 1) / T) windows
+        self.starts = np.concatenate([[0], np.cumsum(lengths)])
+        self.starts = self.starts[: np.searchsorted(self.starts, targets, side="left") + 1]
+        self.starts[-1] = min(self.starts[-1], targets)
 
     def __len__(self) -> int:
-        return max(0, -(-(self.streams.shape[1] - 1) // self.seq_len))  # ceil((n - 1) / T)
+        return len(self.starts) - 1
 
     def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not 0 <= k < len(self):
             raise IndexError(k)
-        start = k * self.seq_len
-        end = min(start + self.seq_len, self.streams.shape[1] - 1)
+        start, end = int(self.starts[k]), int(self.starts[k + 1])
         window = torch.from_numpy(self.streams[:, start : end + 1].astype(np.int64))
         return window[:, :-1], window[:, 1:]
+
+
+def variable_lengths(seq_len: int, targets: int, rng: np.random.Generator) -> np.ndarray:
+    """AWD-LSTM's window lengths (Merity et al. 2018, section 4.1; their ``main.py``): each window
+    T = max(5, ⌊N(b, 5)⌋) words, b = seq_len with probability 0.95, else seq_len / 2, drawn until
+    they cover ``targets`` words; the epoch's windows then start at other words each epoch."""
+    lengths, covered = [], 0
+    while covered < targets:
+        base = seq_len if rng.random() < 0.95 else seq_len / 2
+        lengths.append(max(5, int(rng.normal(base, 5))))
+        covered += lengths[-1]
+    return np.asarray(lengths, dtype=np.int64)
 
 
 class TextDataModule(pl.LightningDataModule):
@@ -80,13 +99,20 @@ class TextDataModule(pl.LightningDataModule):
     as options: ``lowercase: false`` keeps the case, ``keep_punctuation`` the punctuation marks as
     words, ``line_breaks`` every line break as a word (a blank line, the play's speaker turn, is two):
     ``generate`` then writes lines that look like the play.
+
+    ``variable_windows``: training windows of AWD-LSTM's random lengths around ``seq_len``
+    (``variable_lengths``), drawn anew each epoch from ``window_seed`` and the epoch (so a resumed
+    run reads the same ones; needs ``trainer.reload_dataloaders_every_n_epochs: 1``); the model
+    then scales each step's learning rate by its window's length / ``seq_len`` (``lr_window``,
+    linked), as AWD-LSTM does. Validation and test keep windows of ``seq_len``.
     """
 
     def __init__(self, path: str | None = "../shared/data/tinyshakespeare.txt", url: str | None = None,
                  sha256: str | None = None, cache_dir: str = ".cache/data", keep_punctuation: bool = False,
                  lowercase: bool = True, min_count: PositiveInt = 6, batch_size: PositiveInt = 100,
                  seq_len: PositiveInt = 50, val_fraction: float = 0.05, test_fraction: float = 0.05,
-                 eval_batch_size: PositiveInt = 10, line_breaks: bool = False):
+                 eval_batch_size: PositiveInt = 10, line_breaks: bool = False, variable_windows: bool = False,
+                 window_seed: int = 0):
         super().__init__()
         self.save_hyperparameters()  # hparams.yaml and TensorBoard's HPARAMS
         if path is None and url is None:
@@ -101,7 +127,7 @@ class TextDataModule(pl.LightningDataModule):
                 raise ConfigError(f"data.init_args.{key} must lie in (0, 0.5), got {value}")
         self.path, self.url, self.sha256, self.cache_dir = path, url, sha256, Path(cache_dir)
         self.keep_punctuation, self.lowercase, self.min_count = keep_punctuation, lowercase, min_count
-        self.line_breaks = line_breaks
+        self.line_breaks, self.variable_windows, self.window_seed = line_breaks, variable_windows, window_seed
         self.batch_size, self.seq_len, self.eval_batch_size = batch_size, seq_len, eval_batch_size
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.tokenizer: Tokenizer | None = None
@@ -206,9 +232,24 @@ class TextDataModule(pl.LightningDataModule):
         rank, world = processes(self)
         key, streams = self.streams_of(split)
         local = share(streams, world, key)
-        return StreamWindows(self.splits[split], streams, self.seq_len, slice(rank * local, (rank + 1) * local))
+        lengths = None
+        if split == "train" and self.variable_windows:
+            epoch = self.trainer.current_epoch if self.trainer is not None else 0
+            targets = len(self.splits[split]) // streams - 1
+            lengths = variable_lengths(self.seq_len, targets, np.random.default_rng([self.window_seed, epoch]))
+        return StreamWindows(self.splits[split], streams, self.seq_len, slice(rank * local, (rank + 1) * local), lengths)
+
+    @property
+    def lr_window(self) -> int | None:
+        """With ``variable_windows``, the window length at which a step takes the configured learning
+        rate (``seq_len``; read by the CLI for the model's ``lr_window``); else None."""
+        return int(self.seq_len) if self.variable_windows else None
 
     def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        if self.variable_windows and trainer is not None and trainer.reload_dataloaders_every_n_epochs != 1:
+            raise ConfigError("data.init_args.variable_windows draws new windows each epoch: set "
+                              "trainer.reload_dataloaders_every_n_epochs: 1")
         windows = self.windows("train")
         skip, self.windows_to_skip = self.windows_to_skip, 0
         return loader(windows, batch_size=None, sampler=InOrder(len(windows), skip))

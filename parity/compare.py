@@ -240,7 +240,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
                         help="compare configs that choose torch.optim.Adam by making TensorFlow apply PyTorch's "
                         "update (TorchAdam), which TensorFlow does not have; said in every verdict and report")
     args, overrides = parser.parse_known_args(argv)
-    bad = [o for o in overrides if not o.startswith(("--model.", "--data.", "--trainer.", "--seed_everything"))]
+    bad = [o for o in overrides if not o.startswith(("--model.", "--data.", "--trainer.", "--averaging.", "--seed_everything"))]
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
     if (args.task is None) == (args.config is None):

@@ -190,6 +190,14 @@ def check_comparable(cli: CLI, spec: dict, optimizer: dict, backend: str, follow
     for key, value in spec.get("regularisers", {}).items():
         raise NotComparable(f"model.init_args.net.{key} is {value}: AWD-LSTM's regularisers are not in the "
                             f"TensorFlow side; compare with --model.init_args.net.{key}=0")
+    averaging = cli.config.get("averaging") or {}
+    for key in ("non_monotone", "start_epoch"):
+        if averaging.get(key) is not None:
+            raise NotComparable(f"averaging.{key} is {averaging[key]}: the TensorFlow side evaluates the weights it "
+                                f"trains, not their average; compare with --averaging.{key}=null")
+    if cli.config.data.init_args.get("variable_windows"):
+        raise NotComparable("data.init_args.variable_windows is true: the TensorFlow side reads windows of seq_len; "
+                            "compare with --data.init_args.variable_windows=false")
     if spec.get("dropout", 0.0) > 0.0:
         raise NotComparable(f"model.init_args.net.dropout is {spec['dropout']}: dropout masks are random draws that "
                             f"TensorFlow cannot share; compare with --model.init_args.net.dropout=0")

@@ -185,7 +185,8 @@ def test_every_cell_trains_through_the_cli(config_path, tmp_path, task, cell):
 
 def test_adding_solve_configs(config_path, tmp_path, capsys):
     """The solving budget parses, uses chrono on the LSTM, and refuses chrono on a gateless cell."""
-    small = ["--trainer.max_steps=2", "--data.init_args.t=20", "--data.init_args.n_sequence=200"]
+    small = ["--trainer.max_steps=2", "--data.init_args.t=20", "--data.init_args.n_sequence=200",
+             "--data.init_args.val_size=0.1"]
     cli = fit(config_path("adding_solve"), tmp_path, *small)
     assert cli.trainer.gradient_clip_val == 1.0 and cli.trainer.global_step == 2
     bias = cli.model.net.rnn.bias_ih_l0.detach().view(4, 100)

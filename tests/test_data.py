@@ -24,6 +24,8 @@ def test_split_matches_scikit_learn():
     assert (len(train), len(test)) == (9000, 1000)
     assert test[:10].tolist() == SKLEARN_TEST_10000_HEAD
     assert train[:10].tolist() == SKLEARN_TRAIN_10000_HEAD
+    train, test = train_test_split_indices(10_000, 1000, 1)  # an int is a count, as in scikit-learn
+    assert test[:10].tolist() == SKLEARN_TEST_10000_HEAD and len(test) == 1000 and len(train) == 9000
 
 
 def original_toy_problem():
@@ -120,6 +122,19 @@ def test_held_out_test_set_is_a_fresh_draw():
     plain.setup("fit")
     assert plain.test_set is plain.val_set
     assert torch.equal(plain.train_set.tensors[0], train_x)  # the held-out draw changes nothing else
+
+
+def test_validation_and_test_sizes_are_counts_where_given():
+    """adding_solve.yaml's split: 19,000 drawn, 10,000 of them for validation, and a held-out
+    draw of its own size (test_sequences), the same sequences a 10,000-sequence data set's
+    test_seed draws."""
+    data = AddingDataModule(t=20, n_sequence=1900, val_size=1000, test_seed=1000, test_sequences=500)
+    data.setup("fit")
+    assert (len(data.train_set), len(data.val_set), len(data.test_set)) == (900, 1000, 500)
+    x, y = adding_problem(20, 500, seed=1000)
+    np.testing.assert_allclose(data.test_set.tensors[0].numpy(), x.astype(np.float32))
+    with pytest.raises(ConfigError, match="val_size"):
+        AddingDataModule(t=20, n_sequence=100, val_size=100).setup("fit")
 
 
 def test_sine_waveform_is_the_training_series_with_a_test_draw():

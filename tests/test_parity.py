@@ -20,7 +20,8 @@ from parity import compare, pytorch_side, tensorflow_side, tf1_side  # noqa: E40
 # The configs that train with what no TensorFlow run can follow step for step (SGD with a plateau
 # schedule, dropout), or on data the TensorFlow side does not make (MNIST's files): the harness
 # refuses them, naming the first key.
-NOT_COMPARABLE = {"shakespeare_examples": "optimizer:", "shakespeare_best": "optimizer:", "mnist": "data.class_path:"}
+NOT_COMPARABLE = {"shakespeare_examples": "optimizer:", "shakespeare_best": "optimizer:", "shakespeare_awd": "optimizer:",
+                  "mnist": "data.class_path:"}
 CONFIGS = sorted(p for p in compare.CONFIGS.glob("*.yaml") if p.stem not in ("base", *NOT_COMPARABLE))
 # The configs that reproduce an original run: TF1's Adam and the original's batch stream.
 ORIGINAL_RUNS = ["adding", "adding_rnn", "adding_upstream", "sine", "sine_20", "sine_rnn", "sine_rnn_20"]
@@ -31,7 +32,7 @@ TF_ADAM = [*ORIGINAL_RUNS, "digits", "digits_rnn"]
 SHRINK = {
     "sine": [],
     "digits": [],
-    "adding": ["--data.init_args.t=20", "--data.init_args.n_sequence=300"],
+    "adding": ["--data.init_args.t=20", "--data.init_args.n_sequence=300", "--data.init_args.val_size=0.1"],
     # 10-window epochs: 25 steps cross the language model's state reset at an epoch's start twice.
     "shakespeare": ["--data.init_args.seq_len=10", "--trainer.limit_train_batches=10",
                     "--model.init_args.net.hidden_size=32", "--model.init_args.net.embedding_size=32"],
@@ -298,6 +299,9 @@ def test_clipping_matches_clip_grad_norm(max_norm):
      "model.init_args.net.uniform_init"),
     *[("shakespeare", ["--tensorflow-follows-pytorch-adam", f"--model.init_args.net.{key}=0.1"], f"model.init_args.net.{key}")
       for key in pytorch_side.AWD_REGULARISERS],
+    ("shakespeare", ["--tensorflow-follows-pytorch-adam", "--averaging.start_epoch=1"], "averaging.start_epoch"),
+    ("shakespeare", ["--tensorflow-follows-pytorch-adam", "--data.init_args.variable_windows=true",
+                     "--trainer.reload_dataloaders_every_n_epochs=1"], "data.init_args.variable_windows"),
     *[(config, [], key) for config, key in NOT_COMPARABLE.items()],
 ])
 def test_refuses_what_tensorflow_cannot_follow(task, arguments, key, tmp_path, capsys, corpus_args):

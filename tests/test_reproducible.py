@@ -50,7 +50,7 @@ CASES = {
                                "--model.init_args.net.hidden_size=16"]),  # a hand-written cell
     "adding": ("adding", ["--trainer.max_steps=30", "--data.init_args.t=100", "--data.init_args.n_sequence=1000"]),
     "adding_solve": ("adding_solve", ["--trainer.max_steps=20", "--data.init_args.t=50",
-                                      "--data.init_args.n_sequence=400"]),
+                                      "--data.init_args.n_sequence=400", "--data.init_args.val_size=0.1"]),
     "digits": ("digits", ["--trainer.max_epochs=1", "--trainer.limit_train_batches=25",
                           "--model.init_args.net.hidden_size=32"]),
     "shakespeare": ("shakespeare", ["--trainer.max_steps=12", "--trainer.limit_train_batches=6",

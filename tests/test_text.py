@@ -16,7 +16,7 @@ from tokenizers import Tokenizer
 from lstm_pl import ConfigError, TextDataModule
 from lstm_pl.corpus import UNKNOWN, fit_vocabulary, prepare_corpus, split_words, word_tokenizer
 from lstm_pl.files import download
-from lstm_pl.text import StreamWindows
+from lstm_pl.text import StreamWindows, variable_lengths
 
 LINE = "First Citizen:\nWe know't, we know't!  O'er the well-beloved--hill; 'tis DONE."
 
@@ -76,6 +76,52 @@ def test_windows_are_shifted_contiguous_streams():
     assert torch.equal(y[:, -1], torch.tensor([24, 49, 74, 99]))  # no wrap-around into the next stream
     with pytest.raises(IndexError):
         windows[5]
+
+
+def test_variable_windows_are_awd_lstms_and_tile_the_streams():
+    """AWD-LSTM's lengths: at least 5, about N(35, 5) 95% of the time and N(17.5, 5) otherwise,
+    covering the stream; the same for a seed and epoch, others for another epoch; the windows of
+    those lengths tile the streams with nothing left out or read twice."""
+    draw = lambda epoch: variable_lengths(35, 20_000, np.random.default_rng([0, epoch]))
+    lengths = draw(0)
+    assert lengths.min() >= 5 and 20_000 <= lengths.sum() < 20_000 + lengths[-1]
+    assert 0.90 < np.mean(np.abs(lengths - 35) < 15) < 0.99 and 33 < lengths.mean() < 35.5
+    assert np.array_equal(draw(0), lengths) and not np.array_equal(draw(1)[:50], lengths[:50])
+    ids = np.arange(4 * 1000)
+    windows = StreamWindows(ids, batch_size=4, seq_len=35, lengths=variable_lengths(35, 999, np.random.default_rng(3)))
+    xs, ys = zip(*(windows[k] for k in range(len(windows))))
+    streams = torch.arange(4000).view(4, 1000)
+    assert torch.equal(torch.cat(xs, dim=1), streams[:, :-1]) and torch.equal(torch.cat(ys, dim=1), streams[:, 1:])
+    assert len({x.shape[1] for x in xs}) > 5
+
+
+def test_variable_windows_scale_the_learning_rate_per_step(tmp_path, corpus_args, monkeypatch):
+    """lr_window (linked from variable_windows): each step's SGD rate is lr · T / seq_len for its
+    window of T words, the configured rate back in place after it; and without reloading the
+    loaders each epoch the windows could not change: one line."""
+    from lstm_pl.cli import main
+
+    steps = []
+    original = torch.optim.SGD.step
+
+    def step(self, closure=None):
+        loss = original(self, closure)
+        steps.append(self.param_groups[0]["lr"])
+        return loss
+
+    monkeypatch.setattr(torch.optim.SGD, "step", step)
+    lengths = []
+    monkeypatch.setattr("lstm_pl.tasks.LanguageModelTask.on_train_batch_end",
+                        lambda task, outputs, batch, batch_idx: lengths.append((batch[0].shape[1], task.optimizers().param_groups[0]["lr"])))
+    args = ["fit", "--config", "configs/shakespeare_best.yaml", *corpus_args, "--data.init_args.variable_windows=true",
+            "--model.init_args.net.hidden_size=8", "--model.init_args.net.embedding_size=8", "--trainer.max_steps=40",
+            f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    with pytest.raises(SystemExit) as error:
+        main(args)
+    assert error.value.code != 0
+    main([*args, "--trainer.reload_dataloaders_every_n_epochs=1"])
+    assert len(steps) == len(lengths) == 40 and len({t for t, _ in lengths}) > 5
+    assert all(taken == pytest.approx(20 * t / 35) and after == 20 for taken, (t, after) in zip(steps, lengths))
 
 
 def test_shakespeare_splits_do_not_overlap(shakespeare):
