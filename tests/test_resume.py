@@ -66,7 +66,7 @@ FAMILIES = {
     "shakespeare_multi": ("shakespeare_multi", SMALL["shakespeare"], 16, 9, 8, 12),
     # variable windows, the regularisers' masks, and weight averaging from step 6 (the stop at 9 and
     # the kill at 12 fall while the model trains on raw weights and checkpoints hold the average)
-    "shakespeare_awd": ("shakespeare_awd", [*SMALL["shakespeare"], "--averaging.non_monotone=null",
+    "shakespeare_awd": ("shakespeare_awd", [*SMALL["shakespeare"],
                                             "--averaging.start_epoch=1"], 16, 9, 8, 12),
 }
 
