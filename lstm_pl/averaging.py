@@ -74,6 +74,7 @@ class WeightAveraging(pl.Callback):
             self.averaged_step, self.count = trainer.global_step, self.count + 1
             names = list(self.average)
             parameters = dict(pl_module.named_parameters())
+            # w̄_k = w̄_{k-1} + (w_k - w̄_{k-1}) / k
             torch._foreach_lerp_([self.average[n] for n in names], [parameters[n].detach() for n in names],
                                  1.0 / self.count)
 
