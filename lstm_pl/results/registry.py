@@ -176,7 +176,7 @@ EXTRA = (  # not part of the default set: run with --only
              "each); CPU seconds: the fit process's own (user + system, start-up and validation included), one "
              "thread."),
     Experiment(
-        "language_model_awd", "Shakespeare with AWD-LSTM's regularisers and averaged weights (`configs/shakespeare_awd.yaml`)",
+        "language_model_awd", "Shakespeare with AWD-LSTM's regularisers (`configs/shakespeare_awd.yaml`)",
         (Arm("shakespeare_awd", "`shakespeare_awd.yaml`", "configs/shakespeare_awd.yaml"),),
         (val_perplexity, test_perplexity,
          Column("test perplexity without <unk>", lambda run: run.test("test/perplexity_without_unk"), "{:.1f}"),
