@@ -184,8 +184,7 @@ EXTRA = (  # not part of the default set: run with --only
         curve="val/perplexity", seeds=3, quick=("--trainer.max_epochs=2",), array_data=False, log_y=False,
         per_seed=True,
         note="The language-model section's split, vocabulary and scoring (10 evaluation streams, the state carried "
-             "through each); validation and test read the averaged weights once averaging has begun; CPU seconds: "
-             "the fit process's own, one thread."),
+             "through each), the test on the last weights; CPU seconds: the fit process's own, one thread."),
     longer_adding(1000, "solved in Hochreiter and Schmidhuber's sense"),
     longer_adding(600, "beside the TCN paper's table"),
 )
