@@ -141,8 +141,20 @@ class TextDataModule(pl.LightningDataModule):
         return self.cache_dir / (Path(urllib.parse.urlparse(self.url).path).name or "corpus.txt")
 
     def prepare_data(self) -> None:
+        """One process: the settings checked (``check_windows``) before the run writes anything
+        (Lightning calls this ahead of its loggers); the text downloaded if it is not here."""
+        if processes(self)[1] == 1:
+            self.check_windows()
         if not self.source.is_file():
             download(self.url, self.sha256, self.source)
+
+    def check_windows(self) -> None:
+        """``variable_windows`` needs the training loader made anew each epoch (else every epoch
+        would read the first epoch's windows): one line naming the setting to add."""
+        trainer = self.trainer
+        if self.variable_windows and trainer is not None and trainer.reload_dataloaders_every_n_epochs != 1:
+            raise ConfigError("data.init_args.variable_windows draws new windows each epoch: set "
+                              "trainer.reload_dataloaders_every_n_epochs: 1")
 
     def prepared_folder(self, source: Path, source_sha256: str) -> Path:
         """Where ``source`` is kept tokenised: one folder per text (by its SHA-256) and settings."""
@@ -172,7 +184,10 @@ class TextDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Load the tokenised corpus, preparing it first where this text and these settings have not
-        been prepared before (``prepare_corpus``); the ids stay on disk, memory-mapped."""
+        been prepared before (``prepare_corpus``); the ids stay on disk, memory-mapped. Several
+        processes: each checks the settings here (in ``prepare_data`` only the first would stop)."""
+        if processes(self)[1] > 1:
+            self.check_windows()
         if self.tokenizer is not None:
             return
         source = self.source
@@ -246,10 +261,6 @@ class TextDataModule(pl.LightningDataModule):
         return int(self.seq_len) if self.variable_windows else None
 
     def train_dataloader(self) -> DataLoader:
-        trainer = self.trainer
-        if self.variable_windows and trainer is not None and trainer.reload_dataloaders_every_n_epochs != 1:
-            raise ConfigError("data.init_args.variable_windows draws new windows each epoch: set "
-                              "trainer.reload_dataloaders_every_n_epochs: 1")
         windows = self.windows("train")
         skip, self.windows_to_skip = self.windows_to_skip, 0
         return loader(windows, batch_size=None, sampler=InOrder(len(windows), skip))

@@ -119,6 +119,7 @@ def test_variable_windows_scale_the_learning_rate_per_step(tmp_path, corpus_args
     with pytest.raises(SystemExit) as error:
         main(args)
     assert error.value.code != 0
+    assert not list(tmp_path.rglob("config.yaml"))  # refused before the run wrote anything
     main([*args, "--trainer.reload_dataloaders_every_n_epochs=1"])
     assert len(steps) == len(lengths) == 40 and len({t for t, _ in lengths}) > 5
     assert all(taken == pytest.approx(20 * t / 35) and after == 20 for taken, (t, after) in zip(steps, lengths))
