@@ -93,7 +93,6 @@ class WeightAveraging(pl.Callback):
         if len(self.history) > n and value > min(self.history[:-n]):
             self._start(trainer, pl_module, f"{self.monitor} {value:.6g} worse than the best before the last {n} "
                                             f"validations ({min(self.history[:-n]):.6g})")
-            self._evaluate_on_average(pl_module)
         else:
             self.history.append(value)
 

@@ -149,10 +149,11 @@ class TextDataModule(pl.LightningDataModule):
             download(self.url, self.sha256, self.source)
 
     def check_windows(self) -> None:
-        """``variable_windows`` needs the training loader made anew each epoch (else every epoch
-        would read the first epoch's windows): one line naming the setting to add."""
+        """A fit with ``variable_windows`` needs the training loader made anew each epoch (else every
+        epoch would read the first epoch's windows): one line naming the setting to add."""
         trainer = self.trainer
-        if self.variable_windows and trainer is not None and trainer.reload_dataloaders_every_n_epochs != 1:
+        if (self.variable_windows and trainer is not None and trainer.state.fn == "fit"
+                and trainer.reload_dataloaders_every_n_epochs != 1):
             raise ConfigError("data.init_args.variable_windows draws new windows each epoch: set "
                               "trainer.reload_dataloaders_every_n_epochs: 1")
 
