@@ -31,6 +31,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from . import runtime
 from .averaging import WeightAveraging
+from .cache import NeuralCache
 from .checkpoints import Checkpoints, check_checkpoint_fits
 from .console import Report, command_prefix
 from .errors import ConfigError, TrainingError, cause, first_line
@@ -96,6 +97,7 @@ class CLI(LightningCLI):
         parser.add_lightning_class_args(Report, "report")
         parser.add_lightning_class_args(TrainLoss, "train_loss")
         parser.add_lightning_class_args(WeightAveraging, "averaging")
+        parser.add_lightning_class_args(NeuralCache, "cache")
         # Applied after the DataModule exists, each only where both ends have the attribute.
         for source, target in DATA_LINKS.items():
             parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
@@ -148,6 +150,9 @@ class CLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, NeuralCache):
+                callback.check_model(self.model)
         CLI.latest = self
 
     @staticmethod

@@ -47,6 +47,16 @@ class Task(pl.LightningModule, abc.ABC):
     recomputable: ClassVar[bool] = True
     shown: ClassVar[tuple[str, ...]] = ("loss",)
     metrics: torch.nn.ModuleDict
+    # Lightning writes the name of the hook it is in onto the module around every hook call (about
+    # 40 times a training step); nn.Module.__setattr__ spends 1.5 us on each, looking through the
+    # parameters, submodules and buffers, which these plain attributes never are.
+    _plain_attributes: ClassVar[frozenset[str]] = frozenset({"_current_fx_name", "_metric_attributes"})
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in self._plain_attributes:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     @abc.abstractmethod
     def batch_loss(self, batch) -> torch.Tensor:
@@ -59,15 +69,20 @@ class Task(pl.LightningModule, abc.ABC):
     def training_step(self, batch, batch_idx):
         return self.batch_loss(batch)
 
-    def evaluate(self, batch, stage: str) -> None:
-        for name in self.measure(batch, stage):
+    def evaluate(self, batch, stage: str):
+        """Update and log the stage's metrics with one batch; returns the step's outputs, what the
+        callbacks' ``on_<stage>_batch_end`` receive (None here; see ``LanguageModelTask``)."""
+        self.log_measured(self.measure(batch, stage), stage)
+
+    def log_measured(self, names: tuple[str, ...], stage: str) -> None:
+        for name in names:
             self.log(f"{stage}/{name}", self.metrics[f"{stage}_{name}"], prog_bar=name in self.shown)
 
     def validation_step(self, batch, batch_idx):
-        self.evaluate(batch, "val")
+        return self.evaluate(batch, "val")
 
     def test_step(self, batch, batch_idx):
-        self.evaluate(batch, "test")
+        return self.evaluate(batch, "test")
 
 
 class ManyToOneTask(Task):
@@ -236,14 +251,15 @@ class LanguageModelTask(Task):
     def forward(self, tokens: torch.Tensor, state=None):
         return self.net(tokens, state)
 
-    def window(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One window's logits (B·T, V), targets (B·T,) and the net's penalty (AR/TAR, in training),
-        read from the state the stage's previous window carried in (kept for the next one)."""
+    def window(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One window's logits (B·T, V), targets (B·T,), the net's penalty (AR/TAR, in training) and
+        the last layer's output (B, T, H), read from the state the stage's previous window carried
+        in (kept for the next one)."""
         x, y = batch
         logits, state, outputs, dropped = self.net.run(x, self.states.get(stage) if self.hparams.stateful else None)
         self.states[stage] = detach_state(state)
         penalty = self.net.penalty(outputs, dropped) if stage == "train" else logits.new_zeros(())
-        return logits.reshape(-1, logits.shape[-1]), y.reshape(-1), penalty
+        return logits.reshape(-1, logits.shape[-1]), y.reshape(-1), penalty, outputs
 
     def on_train_epoch_start(self) -> None:
         """Zeros at an epoch's start. (Lightning does not call this hook when it resumes an epoch in
@@ -262,7 +278,7 @@ class LanguageModelTask(Task):
 
     def cross_entropy_and_penalty(self, batch) -> tuple[torch.Tensor, torch.Tensor, int]:
         """A training window's loss (cross-entropy + AR/TAR), its cross-entropy alone, its tokens."""
-        logits, targets, penalty = self.window(batch, "train")
+        logits, targets, penalty, _ = self.window(batch, "train")
         cross_entropy = F.cross_entropy(logits, targets)
         return cross_entropy + penalty, cross_entropy, targets.numel()
 
@@ -274,17 +290,30 @@ class LanguageModelTask(Task):
         return loss
 
     def measure(self, batch, stage: str) -> tuple[str, ...]:
+        return self.score(batch, stage)[0]
+
+    def evaluate(self, batch, stage: str) -> dict[str, torch.Tensor]:
+        """``Task.evaluate``; the outputs are the window's ``hidden`` (the last layer's output, B×T×H),
+        its ``targets`` (B×T) and their ``target_log_probs`` under the model (B×T): what
+        ``NeuralCache`` (``lstm_pl/cache.py``) scores with."""
+        names, outputs = self.score(batch, stage)
+        self.log_measured(names, stage)
+        return outputs
+
+    def score(self, batch, stage: str) -> tuple[tuple[str, ...], dict[str, torch.Tensor]]:
         """``loss`` and ``perplexity`` over every target word; with ``unknown_id`` (linked from the
         data: ``<unk>``'s id) also ``perplexity_without_unk``, over the targets that are not ``<unk>``
-        (what the model scores on words it knows; ``<unk>`` is an easy, frequent target)."""
-        logits, targets, _ = self.window(batch, stage)
-        loss = F.cross_entropy(logits, targets)
+        (what the model scores on words it knows; ``<unk>`` is an easy, frequent target). Returns
+        the names updated and the window's outputs (``evaluate``)."""
+        logits, targets, _, hidden = self.window(batch, stage)
+        log_probs = torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+        loss = -log_probs.mean()
         for name in ("loss", "perplexity"):
             self.metrics[f"{stage}_{name}"].update(loss, targets.numel())
+        outputs = {"hidden": hidden, "targets": batch[1], "target_log_probs": log_probs.view_as(batch[1])}
         if self.hparams.unknown_id is None:
-            return ("loss", "perplexity")
+            return ("loss", "perplexity"), outputs
         known = targets != self.hparams.unknown_id
         if known.any():
-            self.metrics[f"{stage}_perplexity_without_unk"].update(F.cross_entropy(logits[known], targets[known]),
-                                                                    known.sum())
-        return ("loss", "perplexity", "perplexity_without_unk")
+            self.metrics[f"{stage}_perplexity_without_unk"].update(-log_probs[known].mean(), known.sum())
+        return ("loss", "perplexity", "perplexity_without_unk"), outputs

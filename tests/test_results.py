@@ -126,3 +126,32 @@ def test_a_per_seed_table_has_each_runs_own_numbers_and_the_counts(tmp_path):
     assert lines[2:6] == ["| LSTM | 12 | 2.0e-05 | yes |", "| LSTM | 13 | 1.7e-01 | no |", "| LSTM | 14 | 4.0e-04 | yes |",
                           "| LSTM, all seeds | |  | 2 of 3 |"]
     assert "configs/adding_solve.yaml --seed_everything=S" in lines[-1]
+
+
+def test_misses_are_the_test_sequences_outside_the_tolerance(tmp_path, config_path, capsys):
+    """``python -m lstm_pl.results.misses`` counts what ``test`` scores: the sequences outside the
+    tolerance are the share ``test/within_tolerance`` leaves, each listed with its two markers."""
+    from lstm_pl.cli import CLI
+    from lstm_pl.results import misses
+
+    config = tmp_path / "small.yaml"
+    config.write_text(f"config: {config_path('adding')}\ndata.init_args.t: 30\ndata.init_args.n_sequence: 400\n")
+    cli = CLI(args=["--config", str(config), "--trainer.max_steps=30", f"--trainer.logger.init_args.save_dir={tmp_path}"],
+              run=False)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    within = cli.trainer.test(cli.model, cli.datamodule, verbose=False)[0]["test/within_tolerance"]
+    capsys.readouterr()
+    misses.main(["--config", str(config), "--ckpt_path", str(next(tmp_path.rglob("last.ckpt")))])
+    lines = capsys.readouterr().out.splitlines()
+    count = int(lines[-1].split(" of 400 ")[0])
+    assert count == round((1 - within) * 400) and len(lines) == count + 2
+    assert all(len(line.split("]")[0].split(",")) == 2 for line in lines[1:-1])  # two markers each
+
+
+def test_misses_refuses_a_task_without_a_test_set(config_path, capsys):
+    from lstm_pl.results import misses
+
+    with pytest.raises(SystemExit) as stopped:
+        misses.main(["--config", config_path("sine"), "--ckpt_path", "absent.ckpt"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.startswith("lstm_pl.results.misses: error: --config: ")

@@ -1,0 +1,115 @@
+"""The continuous cache (Grave, Joulin and Usunier 2017, "Improving Neural Language Models with a
+Continuous Cache"; ``pointer.py`` of salesforce/awd-lstm-lm): at evaluation, the language model's
+next-word distribution is mixed with one that points back at the words that followed the most
+similar recent hidden states of the same text:
+
+    p_cache(w | h_t) ∝ Σ_{i ∈ [t - window, t)} [x_{i+1} = w] · exp(θ · h_t·h_i)
+    p(w | h_t) = (1 - λ) · p_model(w | h_t) + λ · p_cache(w | h_t)
+
+h_t is the last recurrent layer's output (the decoder's input) at step t; x_{i+1}, the word that
+followed step i, is the target of step i. No weight changes: the cache is a way of scoring a
+trained model, most useful on text that repeats its own rare words (the names of a play). The
+first step of a text has no history and is scored by the model alone.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import pytorch_lightning as pl
+import torch
+from jsonargparse.typing import OpenUnitInterval, PositiveFloat, PositiveInt
+from torch import Tensor
+
+from .errors import ConfigError
+from .tasks import LanguageModelTask
+
+
+class CacheMemory:
+    """The last ``window`` hidden states of each stream (B, ≤window, H) and the words that followed
+    them (B, ≤window): what ``probabilities`` points back at, window after window."""
+
+    def __init__(self, window: int):
+        self.window = window
+        self.hidden: Tensor | None = None
+        self.targets: Tensor | None = None
+
+    def probabilities(self, hidden: Tensor, targets: Tensor, theta: float) -> tuple[Tensor, Tensor]:
+        """For one window of each stream (hidden (B, T, H), targets (B, T)), in order after the
+        windows before: p_cache(target_t | h_t) (B, T), and whether step t had any history (B, T)."""
+        hidden, targets = hidden.detach(), targets.detach()
+        keys = hidden if self.hidden is None else torch.cat([self.hidden, hidden], dim=1)
+        values = targets if self.targets is None else torch.cat([self.targets, targets], dim=1)
+        remembered, steps = keys.shape[1] - hidden.shape[1], hidden.shape[1]
+        query = torch.arange(remembered, remembered + steps, device=hidden.device)[:, None]
+        key = torch.arange(keys.shape[1], device=hidden.device)[None]
+        usable = (key < query) & (key >= query - self.window)                          # (T, K): i in [t - window, t)
+        scores = (theta * hidden @ keys.transpose(1, 2)).masked_fill(~usable, -float("inf"))  # (B, T, K)
+        weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)                         # a step with no history: 0
+        p_cache = (weights * (values[:, None, :] == targets[:, :, None])).sum(-1)
+        self.hidden, self.targets = keys[:, -self.window:], values[:, -self.window:]
+        return p_cache, usable.any(-1).expand_as(p_cache)
+
+
+class NeuralCache(pl.Callback):
+    """``val/perplexity_with_cache`` and ``test/perplexity_with_cache``: the language model's
+    perplexity with its distribution mixed with the continuous cache (see the module's docstring):
+    ``interpolation`` λ, ``theta`` θ, ``window`` the steps remembered per stream. ``interpolation``
+    unset (``configs/base.yaml``'s ``cache:`` group): off. The plain metrics, the checkpoints and
+    every schedule stay on the model alone; this only adds a score. The streams' order is the
+    evaluation's (each row of a batch continues the same row before it), and the memory starts
+    empty at each evaluation."""
+
+    def __init__(self, interpolation: Optional[OpenUnitInterval] = None, theta: PositiveFloat = 1.0,
+                 window: PositiveInt = 1000):
+        self.interpolation, self.theta, self.window = interpolation, theta, window
+        self.memory: CacheMemory | None = None
+        self.total: Tensor | None = None  # the summed negative log-likelihood and the count of words
+
+    def check_model(self, pl_module: pl.LightningModule) -> None:
+        """The cache scores words: one line for any other task (the CLI asks before the run writes
+        anything; ``setup`` asks again for a Trainer built by hand)."""
+        if self.interpolation is not None and not isinstance(pl_module, LanguageModelTask):
+            raise ConfigError(f"cache.interpolation: the continuous cache scores a language model; "
+                              f"{type(pl_module).__name__} is not one (leave cache.interpolation unset)")
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.check_model(pl_module)
+
+    def _start(self) -> None:
+        if self.interpolation is not None:
+            self.memory, self.total = CacheMemory(self.window), None
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._start()
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self._start()
+
+    def _add(self, outputs) -> None:
+        if self.interpolation is None or not outputs:
+            return
+        p_cache, has_history = self.memory.probabilities(outputs["hidden"], outputs["targets"], self.theta)
+        p_model = outputs["target_log_probs"].exp().to(p_cache.dtype)
+        mixed = torch.where(has_history, (1 - self.interpolation) * p_model + self.interpolation * p_cache, p_model)
+        window = torch.stack([-mixed.log().sum(), torch.tensor(float(mixed.numel()), dtype=mixed.dtype)])
+        self.total = window if self.total is None else self.total + window
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._add(outputs)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._add(outputs)
+
+    def _log(self, trainer, pl_module, stage: str) -> None:
+        if self.interpolation is None or self.total is None:
+            return
+        total = trainer.strategy.reduce(self.total, reduce_op="sum")
+        pl_module.log(f"{stage}/perplexity_with_cache", torch.exp(total[0] / total[1]).float())
+        self.memory, self.total = None, None
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        self._log(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        self._log(trainer, pl_module, "test")
