@@ -5,7 +5,8 @@
 One training step = forward over T=250 steps, MSE on the last output's head, backward, Adam.
 Prints the best milliseconds per step and the ratio to nn.LSTM (the aims: 1.3x at batch 10, 1.1x
 at batch 256). The hand-written cells run twice: with the compiled kernels of ``lstm_pl.fused``
-(on the CPU, where they build) and on their eager path (``eager``).
+(on the CPU, where they build) and on their eager path (``eager``). ``lstm fused``: the standard
+LSTM's equations (forget gate, no peepholes) on the same compiled kernels, against oneDNN's.
 """
 
 import argparse
@@ -14,9 +15,21 @@ import time
 import torch
 
 from lstm_pl import ManyToOneSettings, ManyToOne
-from lstm_pl.cells import LSTMLayer
+from lstm_pl.cells import LSTMLayer, StackedLSTM
 
-CONTENDERS = ("lstm", "lstm_peephole", "lstm_peephole eager", "lstm_cec", "lstm_cec eager", "rnn")
+CONTENDERS = ("lstm", "lstm fused", "lstm_peephole", "lstm_peephole eager", "lstm_cec", "lstm_cec eager", "rnn")
+
+
+class StandardLSTMRegressor(torch.nn.Module):
+    """The ``lstm`` cell's network (one layer, a linear head on the last output) with the layer
+    hand-written: forget gate, no peepholes, on the compiled kernels."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.rnn, self.head = StackedLSTM(2, hidden, forget_gate=True, peephole=False), torch.nn.Linear(hidden, 1)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0][:, -1])
 
 
 def training_step(contender: str, batch: int, steps: int, hidden: int, device: str = "cpu"):
@@ -25,7 +38,10 @@ def training_step(contender: str, batch: int, steps: int, hidden: int, device: s
     can be timed). A contender named ``<cell> eager`` runs the hand-written cell's eager path."""
     cell, _, path = contender.partition(" ")
     torch.manual_seed(0)
-    model = ManyToOne(ManyToOneSettings(input_size=2, output_size=1, cell=cell, hidden_size=hidden, init="tf1"))
+    if contender == "lstm fused":
+        model = StandardLSTMRegressor(hidden)
+    else:
+        model = ManyToOne(ManyToOneSettings(input_size=2, output_size=1, cell=cell, hidden_size=hidden, init="tf1"))
     for layer in model.modules():
         if isinstance(layer, LSTMLayer):
             layer.fused = path != "eager"
