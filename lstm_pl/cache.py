@@ -37,7 +37,8 @@ class CacheMemory:
     def probabilities(self, hidden: Tensor, targets: Tensor, theta: float) -> tuple[Tensor, Tensor]:
         """For one window of each stream (hidden (B, T, H), targets (B, T)), in order after the
         windows before: p_cache(target_t | h_t) (B, T), and whether step t had any history (B, T)."""
-        hidden, targets = hidden.detach(), targets.detach()
+        hidden = hidden.detach().to(torch.promote_types(hidden.dtype, torch.float32))  # half precision: scored in float32
+        targets = targets.detach()
         keys = hidden if self.hidden is None else torch.cat([self.hidden, hidden], dim=1)
         values = targets if self.targets is None else torch.cat([self.targets, targets], dim=1)
         remembered, steps = keys.shape[1] - hidden.shape[1], hidden.shape[1]
@@ -90,7 +91,7 @@ class NeuralCache(pl.Callback):
         if self.interpolation is None or not outputs:
             return
         p_cache, has_history = self.memory.probabilities(outputs["hidden"], outputs["targets"], self.theta)
-        p_model = outputs["target_log_probs"].exp().to(p_cache.dtype)
+        p_model = outputs["target_log_probs"].to(p_cache.dtype).exp()
         mixed = torch.where(has_history, (1 - self.interpolation) * p_model + self.interpolation * p_cache, p_model)
         window = torch.stack([-mixed.log().sum(), torch.tensor(float(mixed.numel()), dtype=mixed.dtype)])
         self.total = window if self.total is None else self.total + window

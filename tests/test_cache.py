@@ -44,6 +44,16 @@ def test_the_memory_is_the_formula_word_by_word(window):
     assert memory.hidden.shape[1] == min(window, 23)
 
 
+def test_half_precision_outputs_are_scored_in_float32():
+    """bfloat16 outputs (a mixed-precision run) are scored in float32: the formula's value on the
+    same rounded numbers, not bfloat16's three significant digits."""
+    torch.manual_seed(0)
+    hidden, targets = torch.randn(2, 12, 8).bfloat16(), torch.randint(0, 3, (2, 12))
+    p, has = CacheMemory(5).probabilities(hidden, targets, theta=0.7)
+    expected, _ = word_by_word(hidden.double(), targets, 0.7, 5)
+    assert p.dtype == torch.float32 and torch.allclose(p.double(), expected, rtol=1e-5, atol=1e-7)
+
+
 def test_validation_logs_the_mixed_perplexity(tmp_path, corpus_args):
     """``val/perplexity_with_cache`` is exp of the mean of -log((1 - λ) p_model + λ p_cache) over
     every target (the first of each stream: p_model alone), the streams read in order with the
