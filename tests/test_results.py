@@ -155,3 +155,29 @@ def test_misses_refuses_a_task_without_a_test_set(config_path, capsys):
         misses.main(["--config", config_path("sine"), "--ckpt_path", "absent.ckpt"])
     assert stopped.value.code == 2
     assert capsys.readouterr().err.startswith("lstm_pl.results.misses: error: --config: ")
+
+
+def test_a_run_another_command_is_training_is_left_alone(tmp_path):
+    """Two results commands on one runs folder: the second finds the first's lock (a live process)
+    and stops with one line, leaving the unfinished run's folder as it is (it would otherwise take
+    it for a run cut short and delete it); a lock whose process has ended is taken over."""
+    import subprocess
+
+    experiment = registry.EXPERIMENTS[2]
+    arm = experiment.arms[0]
+    folder = tmp_path / arm.name / "seed_13"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "last.ckpt").write_text("training")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / arm.name / "seed_13.lock").write_text(str(other.pid))
+        with pytest.raises(RuntimeError, match=f"seed_13 is being trained by process {other.pid}"):
+            runner.train(experiment, arm, 13, tmp_path, quick=True)
+        assert (folder / "checkpoints" / "last.ckpt").read_text() == "training"
+    finally:
+        other.kill()
+        other.wait()
+    lock = tmp_path / arm.name / "seed_13.lock"  # its process has ended: a stale lock
+    with runner.run_lock(lock):
+        assert lock.read_text() == str(os.getpid())
+    assert not lock.exists()

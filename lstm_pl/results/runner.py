@@ -1,5 +1,6 @@
 """The training runs: each (arm, seed) an ordinary ``python -m lstm_pl fit`` then ``test`` in its own
-process, ``jobs`` at a time; a run that finished before is read back from its folder, not rerun."""
+process, ``jobs`` at a time; a run that finished before is read back from its folder, not rerun, and
+a run another results command is training (its lock file) is left alone."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lstm_pl.checkpoints import read_checkpoint
-from lstm_pl.files import atomic_write
+from lstm_pl.files import alive, atomic_write
 
 from .configs import first_seed
 from .registry import Arm, Experiment
@@ -87,12 +89,47 @@ def child(command: list[str], out, env: dict) -> tuple[int, float]:
     return process.returncode, usage.ru_utime + usage.ru_stime
 
 
+@contextmanager
+def run_lock(lock: Path):
+    """Hold ``lock`` (a file holding this process's id) while a run trains: a second results
+    command on the same runs folder would otherwise take the unfinished run for one cut short and
+    delete it. A lock whose process has ended (a kill) is taken over."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(50):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            holder = lock.read_text().strip() if lock.exists() else ""
+            if holder.isdigit() and alive(int(holder)):
+                raise RuntimeError(f"{lock.stem} is being trained by process {holder} ({lock}); wait for it, "
+                                   f"or stop that process") from None
+            if not holder and attempt < 10:  # just made, its process id not yet written
+                time.sleep(0.05)
+                continue
+            lock.unlink(missing_ok=True)
+    else:
+        raise RuntimeError(f"{lock}: could not take the run's lock")
+    with os.fdopen(descriptor, "w") as file:
+        file.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
 def train(experiment: Experiment, arm: Arm, seed: int, root: Path, quick: bool) -> Path:
     """Fit and test one run unless it finished before; returns its folder. Raises RuntimeError
     naming the log file if either command fails."""
     folder = root / arm.name / f"seed_{seed}"
     if (folder / "result.json").exists():
         return folder
+    with run_lock(root / arm.name / f"seed_{seed}.lock"):
+        return fit_and_test(experiment, arm, seed, root, quick, folder)
+
+
+def fit_and_test(experiment: Experiment, arm: Arm, seed: int, root: Path, quick: bool, folder: Path) -> Path:
+    """``train``'s work, under the run's lock."""
     logger = [f"--trainer.logger.init_args.save_dir={root}", f"--trainer.logger.init_args.name={arm.name}"]
     args = arguments(experiment, arm, seed, quick)
     log = root / arm.name / f"seed_{seed}.log"
