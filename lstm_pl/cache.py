@@ -93,7 +93,7 @@ class NeuralCache(pl.Callback):
         p_cache, has_history = self.memory.probabilities(outputs["hidden"], outputs["targets"], self.theta)
         p_model = outputs["target_log_probs"].to(p_cache.dtype).exp()
         mixed = torch.where(has_history, (1 - self.interpolation) * p_model + self.interpolation * p_cache, p_model)
-        window = torch.stack([-mixed.log().sum(), torch.tensor(float(mixed.numel()), dtype=mixed.dtype)])
+        window = torch.stack([-mixed.log().sum(), mixed.new_tensor(float(mixed.numel()))])
         self.total = window if self.total is None else self.total + window
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
