@@ -100,7 +100,10 @@ def run_lock(lock: Path):
             descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             break
         except FileExistsError:
-            holder = lock.read_text().strip() if lock.exists() else ""
+            try:
+                holder = lock.read_text().strip()
+            except FileNotFoundError:  # released between the two calls: try again
+                continue
             if holder.isdigit() and alive(int(holder)):
                 raise RuntimeError(f"{lock.stem} is being trained by process {holder} ({lock}); wait for it, "
                                    f"or stop that process") from None
