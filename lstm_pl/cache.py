@@ -52,6 +52,31 @@ class CacheMemory:
         return p_cache, usable.any(-1).expand_as(p_cache)
 
 
+class CacheScore:
+    """The words of one evaluation scored with the cache mixed in: p = (1 - λ)·p_model + λ·p_cache
+    where the step has history, p_model where it has none; keeps their summed negative
+    log-likelihood and their count (``add`` window after window, ``perplexity`` at the end)."""
+
+    def __init__(self, interpolation: float, theta: float, window: int):
+        self.interpolation, self.theta = interpolation, theta
+        self.memory = CacheMemory(window)
+        self.total: Tensor | None = None
+
+    def add(self, hidden: Tensor, targets: Tensor, target_log_probs: Tensor) -> None:
+        """One window of each stream: the last layer's output (B, T, H), the targets (B, T) and
+        their log-probabilities under the model (B, T)."""
+        p_cache, has_history = self.memory.probabilities(hidden, targets, self.theta)
+        p_model = target_log_probs.detach().to(p_cache.dtype).exp()
+        mixed = torch.where(has_history, (1 - self.interpolation) * p_model + self.interpolation * p_cache, p_model)
+        window = torch.stack([-mixed.log().sum(), mixed.new_tensor(float(mixed.numel()))])
+        self.total = window if self.total is None else self.total + window
+
+    def perplexity(self, trainer: pl.Trainer) -> Tensor:
+        """exp(Σ NLL / Σ words) over every process's words."""
+        total = trainer.strategy.reduce(self.total, reduce_op="sum")
+        return torch.exp(total[0] / total[1]).float()
+
+
 class NeuralCache(pl.Callback):
     """``val/perplexity_with_cache`` and ``test/perplexity_with_cache``: the language model's
     perplexity with its distribution mixed with the continuous cache (see the module's docstring):
@@ -64,8 +89,12 @@ class NeuralCache(pl.Callback):
     def __init__(self, interpolation: Optional[OpenUnitInterval] = None, theta: PositiveFloat = 1.0,
                  window: PositiveInt = 1000):
         self.interpolation, self.theta, self.window = interpolation, theta, window
-        self.memory: CacheMemory | None = None
-        self.total: Tensor | None = None  # the summed negative log-likelihood and the count of words
+        self.score: CacheScore | None = None  # the evaluation under way
+
+    def new_score(self) -> CacheScore | None:
+        """An empty score with these settings (None where the cache is off): also what
+        ``DynamicEvaluation`` mixes its adapted model's words with."""
+        return None if self.interpolation is None else CacheScore(self.interpolation, self.theta, self.window)
 
     def check_model(self, pl_module: pl.LightningModule) -> None:
         """The cache scores words: one line for any other task (the CLI asks before the run writes
@@ -78,8 +107,7 @@ class NeuralCache(pl.Callback):
         self.check_model(pl_module)
 
     def _start(self) -> None:
-        if self.interpolation is not None:
-            self.memory, self.total = CacheMemory(self.window), None
+        self.score = self.new_score()
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self._start()
@@ -88,13 +116,8 @@ class NeuralCache(pl.Callback):
         self._start()
 
     def _add(self, outputs) -> None:
-        if self.interpolation is None or not outputs:
-            return
-        p_cache, has_history = self.memory.probabilities(outputs["hidden"], outputs["targets"], self.theta)
-        p_model = outputs["target_log_probs"].to(p_cache.dtype).exp()
-        mixed = torch.where(has_history, (1 - self.interpolation) * p_model + self.interpolation * p_cache, p_model)
-        window = torch.stack([-mixed.log().sum(), mixed.new_tensor(float(mixed.numel()))])
-        self.total = window if self.total is None else self.total + window
+        if self.score is not None and outputs:
+            self.score.add(outputs["hidden"], outputs["targets"], outputs["target_log_probs"])
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         self._add(outputs)
@@ -103,11 +126,10 @@ class NeuralCache(pl.Callback):
         self._add(outputs)
 
     def _log(self, trainer, pl_module, stage: str) -> None:
-        if self.interpolation is None or self.total is None:
+        if self.score is None or self.score.total is None:
             return
-        total = trainer.strategy.reduce(self.total, reduce_op="sum")
-        pl_module.log(f"{stage}/perplexity_with_cache", torch.exp(total[0] / total[1]).float())
-        self.memory, self.total = None, None
+        pl_module.log(f"{stage}/perplexity_with_cache", self.score.perplexity(trainer))
+        self.score = None
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         self._log(trainer, pl_module, "val")

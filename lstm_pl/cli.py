@@ -32,6 +32,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from . import runtime
 from .averaging import WeightAveraging
 from .cache import NeuralCache
+from .dynamic import DynamicEvaluation
 from .checkpoints import Checkpoints, check_checkpoint_fits
 from .console import Report, command_prefix
 from .errors import ConfigError, TrainingError, cause, first_line
@@ -98,6 +99,7 @@ class CLI(LightningCLI):
         parser.add_lightning_class_args(TrainLoss, "train_loss")
         parser.add_lightning_class_args(WeightAveraging, "averaging")
         parser.add_lightning_class_args(NeuralCache, "cache")
+        parser.add_lightning_class_args(DynamicEvaluation, "dynamic_eval")
         # Applied after the DataModule exists, each only where both ends have the attribute.
         for source, target in DATA_LINKS.items():
             parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
@@ -151,7 +153,7 @@ class CLI(LightningCLI):
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         for callback in self.trainer.callbacks:
-            if isinstance(callback, NeuralCache):
+            if isinstance(callback, (NeuralCache, DynamicEvaluation)):
                 callback.check_model(self.model)
         CLI.latest = self
 

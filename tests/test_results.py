@@ -116,7 +116,7 @@ def test_child_reports_its_exit_status_and_own_cpu_seconds(tmp_path):
 
 def test_a_per_seed_table_has_each_runs_own_numbers_and_the_counts(tmp_path):
     """Where a criterion is met or missed run by run (the adding problem solved), the table shows
-    every seed's numbers and each yes/no column's count, not a median."""
+    every seed's numbers, then each yes/no column's count and the other columns' median [min, max]."""
     arm = Arm("a", "LSTM", "configs/adding_solve.yaml")
     experiment = Experiment("x", "X", (arm,), (Column("MSE", lambda run: run.result["mse"], "{:.1e}"),
                                                Column("solved", lambda run: float(run.result["mse"] < 1e-3), count=True)),
@@ -124,7 +124,7 @@ def test_a_per_seed_table_has_each_runs_own_numbers_and_the_counts(tmp_path):
     runs = {("a", seed): runner.Run(tmp_path, {"mse": mse}) for seed, mse in zip((12, 13, 14), (2e-5, 0.17, 4e-4))}
     lines = report.table(experiment, runs, quick=False).splitlines()
     assert lines[2:6] == ["| LSTM | 12 | 2.0e-05 | yes |", "| LSTM | 13 | 1.7e-01 | no |", "| LSTM | 14 | 4.0e-04 | yes |",
-                          "| LSTM, all seeds | |  | 2 of 3 |"]
+                          "| LSTM, all seeds | | 4.0e-04 [2.0e-05, 1.7e-01] | 2 of 3 |"]
     assert "configs/adding_solve.yaml --seed_everything=S" in lines[-1]
 
 

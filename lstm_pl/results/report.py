@@ -109,7 +109,7 @@ def table(experiment: Experiment, runs: dict, quick: bool) -> str:
 
 def per_seed_table(experiment: Experiment, runs: dict, seeds: list[int], quick: bool) -> str:
     """A row per arm and seed (each run's own numbers: what a criterion met or missed is per run),
-    then the arm's count of runs that meet each yes/no column."""
+    then the arm's count of runs that meet each yes/no column and the median [min, max] of the others."""
     header = ["run", "seed", *(c.header for c in experiment.columns)]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for arm in experiment.arms:
@@ -117,8 +117,8 @@ def per_seed_table(experiment: Experiment, runs: dict, seeds: list[int], quick: 
             run = runs[(arm.name, seed)]
             cells = [("yes" if c.value(run) else "no") if c.count else c.fmt.format(c.value(run)) for c in experiment.columns]
             lines.append(f"| {arm.label} | {seed} | " + " | ".join(cells) + " |")
-        counts = [f"{sum(c.value(runs[(arm.name, s)]) for s in seeds):.0f} of {len(seeds)}" if c.count else ""
-                  for c in experiment.columns]
+        counts = [f"{sum(c.value(runs[(arm.name, s)]) for s in seeds):.0f} of {len(seeds)}" if c.count
+                  else summary([c.value(runs[(arm.name, s)]) for s in seeds], c.fmt) for c in experiment.columns]
         lines.append(f"| {arm.label}, all seeds | | " + " | ".join(counts) + " |")
     commands = "; ".join(f"{arm.label}: `{command(experiment, arm, quick)}`" for arm in experiment.arms)
     return "\n".join(lines) + f"\n\nCommands (seed S): {commands}."

@@ -1,0 +1,106 @@
+"""Dynamic evaluation (Krause, Kahembwe, Murray and Renals 2018, "Dynamic Evaluation of Neural
+Sequence Models", the SGD form): at evaluation a copy of the language model goes on learning from
+the text it has just scored, so that what a play has said (its names, its turns of phrase) grows
+likelier in what follows:
+
+    score window k with θ_k,   then   θ_{k+1} = θ_k - η ∇L_k(θ_k) + λ (θ_0 - θ_k)
+
+L_k is the mean cross-entropy of window k over the evaluation's streams, θ_0 the evaluated weights,
+η ``lr`` and λ ``decay`` (a pull back towards θ_0). Each window is scored before anything is learned
+from it, so no word helps to predict itself. The trained weights, their checkpoints and the plain
+metrics stay as they are: the copy is made for each evaluation and thrown away after it.
+"""
+
+from __future__ import annotations
+
+import copy
+from itertools import islice
+from typing import Optional
+
+import pytorch_lightning as pl
+import torch
+from jsonargparse.typing import ClosedUnitInterval, PositiveFloat
+from torch import Tensor, nn
+
+from .cache import CacheScore, NeuralCache
+from .errors import ConfigError
+from .tasks import LanguageModelTask, detach_state
+
+
+def dynamic_nll(net: nn.Module, windows, lr: float, decay: float, stateful: bool = True,
+                cached: CacheScore | None = None) -> Tensor:
+    """The summed negative log-likelihood of the target words of ``windows`` ((x, y) pairs of
+    (B, T) word ids, each row continuing the same row of the window before) and their count, under
+    dynamic evaluation of ``net`` (a ``WordLanguageModel``, adapted in place: pass a copy).
+    ``cached``: the same words are also scored with the cache mixed in, on the adapted model's
+    outputs."""
+    net.eval()  # no dropout: the model is scored, and learns, as evaluated
+    parameters = list(net.parameters())
+    prior = [parameter.detach().clone() for parameter in parameters]  # θ_0
+    state, total = None, None
+    for x, y in windows:
+        logits, state, hidden, _ = net.run(x, state if stateful else None)
+        state = detach_state(state)
+        log_probs = torch.log_softmax(logits, dim=-1).gather(-1, y[..., None]).squeeze(-1)  # (B, T), scored by θ_k
+        window = torch.stack([-log_probs.detach().sum(), log_probs.new_tensor(float(y.numel()))])
+        total = window if total is None else total + window
+        if cached is not None:
+            cached.add(hidden, y, log_probs)
+        net.zero_grad(set_to_none=True)
+        (-log_probs.mean()).backward()                                                    # ∇L_k(θ_k)
+        with torch.no_grad():
+            for parameter, start in zip(parameters, prior):
+                if parameter.grad is not None:  # θ_{k+1} = θ_k - η ∇L_k(θ_k) + λ (θ_0 - θ_k)
+                    parameter.add_(torch.sub(start, parameter).mul_(decay).sub_(parameter.grad, alpha=lr))
+    return total
+
+
+class DynamicEvaluation(pl.Callback):
+    """``val/perplexity_dynamic`` and ``test/perplexity_dynamic`` in the ``validate`` and ``test``
+    commands: the language model's perplexity under dynamic evaluation (see the module's
+    docstring), ``lr`` η and ``decay`` λ; ``lr`` unset (``configs/base.yaml``'s ``dynamic_eval:``
+    group): off. With the continuous cache on (``cache:``), also ``…/perplexity_dynamic_with_cache``:
+    the adapted model's words mixed with the cache. Not during ``fit``'s validations: nothing there
+    reads it, and each costs a pass of backpropagation over the split. The evaluation's own batches
+    are read again, as many as it scored (``limit_val_batches``, ``limit_test_batches``); under
+    several processes each adapts its own copy on its own streams."""
+
+    def __init__(self, lr: Optional[PositiveFloat] = None, decay: ClosedUnitInterval = 0.0):
+        self.lr, self.decay = lr, decay
+
+    def check_model(self, pl_module: pl.LightningModule) -> None:
+        """Dynamic evaluation adapts a language model: one line for any other task (the CLI asks
+        before the run writes anything; ``setup`` asks again for a Trainer built by hand)."""
+        if self.lr is not None and not isinstance(pl_module, LanguageModelTask):
+            raise ConfigError(f"dynamic_eval.lr: dynamic evaluation adapts a language model; "
+                              f"{type(pl_module).__name__} is not one (leave dynamic_eval.lr unset)")
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.check_model(pl_module)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "validate":
+            self._evaluate(trainer, pl_module, "val", trainer.val_dataloaders, trainer.num_val_batches)
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        self._evaluate(trainer, pl_module, "test", trainer.test_dataloaders, trainer.num_test_batches)
+
+    def _evaluate(self, trainer, pl_module, stage: str, loaders, counts) -> None:
+        if self.lr is None:
+            return
+        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+        count = counts[0] if isinstance(counts, (list, tuple)) else counts
+        cache = next((callback for callback in trainer.callbacks if isinstance(callback, NeuralCache)), None)
+        cached = cache.new_score() if cache is not None else None
+        limit = None if count == float("inf") else int(count)
+        windows = ([part.to(pl_module.device) for part in batch] for batch in islice(loader, limit))
+        # Lightning evaluates under inference mode; the copy and its windows must take gradients.
+        with torch.inference_mode(False), torch.enable_grad():
+            net = copy.deepcopy(pl_module.net)
+            total = dynamic_nll(net, windows, self.lr, self.decay, pl_module.hparams.stateful, cached)
+        if total is None:
+            return
+        total = trainer.strategy.reduce(total, reduce_op="sum")
+        pl_module.log(f"{stage}/perplexity_dynamic", torch.exp(total[0] / total[1]).float())
+        if cached is not None:
+            pl_module.log(f"{stage}/perplexity_dynamic_with_cache", cached.perplexity(trainer))
