@@ -46,7 +46,11 @@ class Report(pl.Callback):
     """The run's progress and summary on standard output, and its HPARAMS metrics, from rank zero.
 
     ``every_seconds``: the least time between two progress lines (a task that validates every step,
-    as sine does, would otherwise print hundreds); the first validation and the summary always print."""
+    as sine does, would otherwise print hundreds); the first validation and the summary always print.
+
+    Each checkpoint also carries what the run has cost up to it (``cost``), summed over the
+    processes of a run resumed from checkpoints, for ``python -m lstm_pl.results`` to account a run
+    it goes on with after a kill."""
 
     def __init__(self, every_seconds: float = 10.0):
         if not every_seconds >= 0:
@@ -54,6 +58,21 @@ class Report(pl.Callback):
         self.every_seconds = every_seconds
         self._start = self._last_line = None
         self._start_step = 0
+        self._made = time.perf_counter()  # the CLI makes its callbacks at start-up
+        self._earlier = {"cpu_seconds": 0.0, "wall_seconds": 0.0}  # the parts before this process (a resume)
+
+    def cost(self) -> dict[str, float]:
+        """CPU seconds (user + system of the whole process: start-up and data included, as
+        ``os.wait4`` counts a child) and wall seconds (since start-up), this process's so far plus
+        those of the processes a resumed run went on from."""
+        return {"cpu_seconds": self._earlier["cpu_seconds"] + time.process_time(),
+                "wall_seconds": self._earlier["wall_seconds"] + time.perf_counter() - self._made}
+
+    def state_dict(self) -> dict[str, float]:
+        return self.cost()
+
+    def load_state_dict(self, state: dict) -> None:
+        self._earlier = {key: float(state.get(key, 0.0)) for key in self._earlier}
 
     def on_fit_start(self, trainer, pl_module):
         self._start, self._start_step, self._last_line = time.perf_counter(), trainer.global_step, None

@@ -101,6 +101,12 @@ class StopWhenSolved(pl.Callback):
             self.solved_at = trainer.global_step
             trainer.should_stop = True
 
+    def on_train_start(self, trainer, pl_module):
+        """A run resumed from a checkpoint saved when it was solved (killed before its end) stays
+        stopped there, as the uninterrupted run did."""
+        if self.solved_at is not None and self.solved_at <= trainer.global_step:
+            trainer.should_stop = True
+
     def state_dict(self) -> dict:
         return {"solved_at": self.solved_at}
 

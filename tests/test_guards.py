@@ -306,3 +306,22 @@ def test_stop_when_solved_needs_a_criterion():
 
     with pytest.raises(ValueError, match="at least one criterion"):
         StopWhenSolved()
+
+
+def test_a_run_resumed_from_where_it_was_solved_stays_stopped(config_path, tmp_path):
+    """Resumed from the checkpoint saved when the run was solved (a kill before the run's end), the
+    fit takes no further step."""
+    from lstm_pl.guards import StopWhenSolved
+
+    def run(*extra):
+        cli = CLI(args=["--config", config_path("adding"), f"--trainer.logger.init_args.save_dir={tmp_path}",
+                        "--trainer.logger.init_args.version=0", "--data.init_args.t=20",
+                        "--data.init_args.n_sequence=200", "--trainer.max_steps=6", "--trainer.val_check_interval=2",
+                        *extra], run=False)
+        solved = StopWhenSolved(at_most={"val/loss": 1e9})
+        cli.trainer.callbacks.insert(0, solved)  # before the checkpoint callbacks, as a config's callbacks are
+        cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=next(tmp_path.rglob("last.ckpt"), None) if extra else None)
+        return cli.trainer.global_step, solved.solved_at
+
+    assert run() == (2, 2)
+    assert run("--trainer.max_steps=10") == (2, 2)

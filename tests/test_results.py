@@ -181,3 +181,34 @@ def test_a_run_another_command_is_training_is_left_alone(tmp_path):
     with runner.run_lock(lock):
         assert lock.read_text() == str(os.getpid())
     assert not lock.exists()
+
+
+def test_a_run_cut_short_goes_on_from_its_last_checkpoint(config_path, tmp_path):
+    """A run killed after a checkpoint (here: a first part that stops at step 3 of 6) is not
+    started again: the fit goes on from ``last.ckpt``, the first part's logged steps stay, and the
+    result's CPU seconds add the first part's (carried in the checkpoint) to the second's."""
+    import subprocess
+
+    from lstm_pl.checkpoints import read_checkpoint
+
+    experiment = tiny(config_path, seeds=1)
+    arm = experiment.arms[0]
+    first_part = [sys.executable, "-m", "lstm_pl", "fit", *runner.arguments(experiment, arm, 12, quick=True),
+                  "--trainer.max_steps=3", f"--trainer.logger.init_args.save_dir={tmp_path}",
+                  f"--trainer.logger.init_args.name={arm.name}", "--trainer.logger.init_args.version=seed_12"]
+    subprocess.run(first_part, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    checkpoint = tmp_path / arm.name / "seed_12" / "checkpoints" / "last.ckpt"
+    first_cost = runner.cost_so_far(checkpoint)
+    assert read_checkpoint(checkpoint)["global_step"] == 3 and first_cost["cpu_seconds"] > 0
+    runs = runner.run_all([experiment], tmp_path, quick=True, jobs=1)
+    run = runs[(arm.name, 12)]
+    assert run.result["steps"] == 6 and run.result["resumed"]
+    assert run.result["cpu_seconds"] > first_cost["cpu_seconds"] and run.result["seconds"] > first_cost["wall_seconds"]
+    assert len(run.scalars("val/loss")) == 2  # the first part's validation (after step 3) kept beside the second's
+    assert "going on from" in (tmp_path / arm.name / "seed_12.log").read_text()
+
+
+def test_a_checkpoint_without_its_cost_is_not_gone_on_from(tmp_path):
+    assert runner.cost_so_far(tmp_path / "none.ckpt") is None
+    (tmp_path / "broken.ckpt").write_bytes(b"not a checkpoint")
+    assert runner.cost_so_far(tmp_path / "broken.ckpt") is None

@@ -8,8 +8,9 @@ Each training run is an ordinary CLI run, ``python -m lstm_pl fit`` with the con
 (for ``--quick``) a shorter budget, then ``python -m lstm_pl test`` on its last checkpoint; the
 tables print that command beside each row. Runs go to ``<runs>/<run>/seed_<s>`` in their own
 processes, ``--jobs`` at a time, one thread each. A run that finished before (its
-``result.json`` is there) is read back, not rerun, so an interrupted regeneration picks up where
-it stopped. Seeds: 12 (the configs' own), 13, 14, ... A seed sets ``seed_everything`` (the
+``result.json`` is there) is read back, not rerun, and a run cut short goes on from its last
+checkpoint (its CPU and wall seconds so far carried in the checkpoint and added), so an
+interrupted regeneration picks up where it stopped. Seeds: 12 (the configs' own), 13, 14, ... A seed sets ``seed_everything`` (the
 initial weights, dropout) and, for the in-memory tasks, the batch stream (``sampling_seed``); the
 data themselves stay the original's (numpy seed 12) and the held-out test sets their own draw.
 """

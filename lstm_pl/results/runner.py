@@ -1,6 +1,7 @@
 """The training runs: each (arm, seed) an ordinary ``python -m lstm_pl fit`` then ``test`` in its own
-process, ``jobs`` at a time; a run that finished before is read back from its folder, not rerun, and
-a run another results command is training (its lock file) is left alone."""
+process, ``jobs`` at a time; a run that finished before is read back from its folder, not rerun, a
+run cut short goes on from its last checkpoint, and a run another results command is training (its
+lock file) is left alone."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lstm_pl.checkpoints import read_checkpoint
+from lstm_pl.errors import ConfigError
 from lstm_pl.files import alive, atomic_write
 
 from .configs import first_seed
@@ -131,29 +133,52 @@ def train(experiment: Experiment, arm: Arm, seed: int, root: Path, quick: bool) 
         return fit_and_test(experiment, arm, seed, root, quick, folder)
 
 
+def cost_so_far(checkpoint: Path) -> dict[str, float] | None:
+    """What the fit that wrote ``checkpoint`` had cost when it did (``Report.cost``: CPU and wall
+    seconds over its processes), or None where there is no checkpoint to go on from: none, one
+    unreadable, or one written before checkpoints carried their cost."""
+    if not checkpoint.is_file():
+        return None
+    try:
+        cost = read_checkpoint(checkpoint).get("callbacks", {}).get("Report")
+    except ConfigError:
+        return None
+    return cost if isinstance(cost, dict) and "cpu_seconds" in cost else None
+
+
 def fit_and_test(experiment: Experiment, arm: Arm, seed: int, root: Path, quick: bool, folder: Path) -> Path:
-    """``train``'s work, under the run's lock."""
+    """``train``'s work, under the run's lock. A run cut short (a kill) goes on from its
+    ``last.ckpt`` (lstm_pl resumes exactly), its cost so far added to the rest; without a
+    checkpoint to go on from, it starts again."""
     logger = [f"--trainer.logger.init_args.save_dir={root}", f"--trainer.logger.init_args.name={arm.name}"]
     args = arguments(experiment, arm, seed, quick)
     log = root / arm.name / f"seed_{seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    for stale in (folder, folder_of_test_run(folder)):  # a run cut short: start it again
+    checkpoint = folder / "checkpoints" / "last.ckpt"
+    earlier = cost_so_far(checkpoint)
+    for stale in ((folder_of_test_run(folder),) if earlier else (folder, folder_of_test_run(folder))):
         shutil.rmtree(stale, ignore_errors=True)
+    earlier = earlier or {"cpu_seconds": 0.0, "wall_seconds": 0.0}
+    resume = [f"--ckpt_path={checkpoint}"] if checkpoint.is_file() else []
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     start = time.perf_counter()
-    with open(log, "w") as out:
-        fit = [sys.executable, "-m", "lstm_pl", "fit", *args, *logger, f"--trainer.logger.init_args.version={folder.name}"]
+    with open(log, "a" if resume else "w") as out:
+        if resume:
+            out.write(f"\n[lstm_pl.results] going on from {checkpoint}\n")
+            out.flush()
+        fit = [sys.executable, "-m", "lstm_pl", "fit", *args, *logger, f"--trainer.logger.init_args.version={folder.name}",
+               *resume]
         failed, cpu_seconds = child(fit, out, env)
         if failed:
             raise RuntimeError(f"{arm.name} seed {seed}: fit failed, see {log}")
-        seconds = time.perf_counter() - start
-        checkpoint = folder / "checkpoints" / "last.ckpt"
+        seconds = time.perf_counter() - start + earlier["wall_seconds"]
+        cpu_seconds += earlier["cpu_seconds"]
         test = [sys.executable, "-m", "lstm_pl", "test", *args, *logger,
                 f"--trainer.logger.init_args.version={folder_of_test_run(folder).name}", f"--ckpt_path={checkpoint}"]
         if child(test, out, env)[0]:
             raise RuntimeError(f"{arm.name} seed {seed}: test failed, see {log}")
     result = {"seconds": seconds, "cpu_seconds": cpu_seconds, "steps": read_checkpoint(checkpoint)["global_step"],
-              "seed": seed, "command": " ".join(["python -m lstm_pl fit", *args])}
+              "seed": seed, "command": " ".join(["python -m lstm_pl fit", *args]), "resumed": bool(resume)}
     with atomic_write(folder / "result.json") as partial:
         partial.write_text(json.dumps(result, indent=1))
     return folder
