@@ -91,6 +91,10 @@ class NeuralCache(pl.Callback):
         self.interpolation, self.theta, self.window = interpolation, theta, window
         self.score: CacheScore | None = None  # the evaluation under way
 
+    @property
+    def active(self) -> bool:
+        return self.interpolation is not None
+
     def new_score(self) -> CacheScore | None:
         """An empty score with these settings (None where the cache is off): also what
         ``DynamicEvaluation`` mixes its adapted model's words with."""

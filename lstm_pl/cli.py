@@ -152,9 +152,11 @@ class CLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
-        for callback in self.trainer.callbacks:
-            if isinstance(callback, (NeuralCache, DynamicEvaluation)):
-                callback.check_model(self.model)
+        scorers = [callback for callback in self.trainer.callbacks if isinstance(callback, (NeuralCache, DynamicEvaluation))]
+        for scorer in scorers:
+            scorer.check_model(self.model)
+        # Lightning calls every callback's hooks at every step: a scorer that is off takes no part.
+        self.trainer.callbacks = [c for c in self.trainer.callbacks if not any(c is s and not s.active for s in scorers)]
         CLI.latest = self
 
     @staticmethod

@@ -68,6 +68,10 @@ class DynamicEvaluation(pl.Callback):
     def __init__(self, lr: Optional[PositiveFloat] = None, decay: ClosedUnitInterval = 0.0):
         self.lr, self.decay = lr, decay
 
+    @property
+    def active(self) -> bool:
+        return self.lr is not None
+
     def check_model(self, pl_module: pl.LightningModule) -> None:
         """Dynamic evaluation adapts a language model: one line for any other task (the CLI asks
         before the run writes anything; ``setup`` asks again for a Trainer built by hand)."""

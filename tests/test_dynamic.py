@@ -127,3 +127,17 @@ def test_on_a_task_without_words_it_is_refused_before_anything_is_written(config
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and "dynamic_eval.lr: dynamic evaluation adapts a language model" in lines[0], lines
     assert not [path for path in tmp_path.rglob("*") if path.is_file()]
+
+
+def test_scorers_that_are_off_take_no_part_in_the_run(tmp_path):
+    """Lightning calls every callback's hooks at every step: the cache and dynamic evaluation,
+    off in ``configs/base.yaml``, are left out of the Trainer's callbacks; on, they are in."""
+    from lstm_pl.cache import NeuralCache
+    from lstm_pl.dynamic import DynamicEvaluation
+
+    def scorers(*extra):
+        cli = CLI(args=["--config", CONFIG, f"--trainer.logger.init_args.save_dir={tmp_path}", *extra], run=False)
+        return {type(c) for c in cli.trainer.callbacks if isinstance(c, (NeuralCache, DynamicEvaluation))}
+
+    assert scorers() == set()
+    assert scorers("--cache.interpolation=0.2", "--dynamic_eval.lr=1") == {NeuralCache, DynamicEvaluation}
