@@ -71,10 +71,12 @@ class CacheScore:
         window = torch.stack([-mixed.log().sum(), mixed.new_tensor(float(mixed.numel()))])
         self.total = window if self.total is None else self.total + window
 
-    def perplexity(self, trainer: pl.Trainer) -> Tensor:
-        """exp(Σ NLL / Σ words) over every process's words."""
-        total = trainer.strategy.reduce(self.total, reduce_op="sum")
-        return torch.exp(total[0] / total[1]).float()
+    def perplexity(self, trainer: pl.Trainer) -> Tensor | None:
+        """exp(Σ NLL / Σ words) over every process's words (every process takes part in the sum,
+        one without words too); None where no process scored any."""
+        total = self.total if self.total is not None else torch.zeros(2, device=trainer.strategy.root_device)
+        total = trainer.strategy.reduce(total, reduce_op="sum")
+        return torch.exp(total[0] / total[1]).float() if total[1] > 0 else None
 
 
 class NeuralCache(pl.Callback):
@@ -130,10 +132,11 @@ class NeuralCache(pl.Callback):
         self._add(outputs)
 
     def _log(self, trainer, pl_module, stage: str) -> None:
-        if self.score is None or self.score.total is None:
+        if self.score is None:
             return
-        pl_module.log(f"{stage}/perplexity_with_cache", self.score.perplexity(trainer))
-        self.score = None
+        perplexity, self.score = self.score.perplexity(trainer), None
+        if perplexity is not None:
+            pl_module.log(f"{stage}/perplexity_with_cache", perplexity)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         self._log(trainer, pl_module, "val")

@@ -7,6 +7,7 @@ run's final metrics (its last ``val/*``, ``test/*``), for the HPARAMS tab."""
 from __future__ import annotations
 
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -62,10 +63,13 @@ class Report(pl.Callback):
         self._earlier = {"cpu_seconds": 0.0, "wall_seconds": 0.0}  # the parts before this process (a resume)
 
     def cost(self) -> dict[str, float]:
-        """CPU seconds (user + system of the whole process: start-up and data included, as
-        ``os.wait4`` counts a child) and wall seconds (since start-up), this process's so far plus
-        those of the processes a resumed run went on from."""
-        return {"cpu_seconds": self._earlier["cpu_seconds"] + time.process_time(),
+        """CPU seconds (user + system of the whole process and its ended children, start-up and
+        data included, as ``os.wait4`` counts a child process) and wall seconds (since the CLI made
+        this callback, after the imports), this process's until now plus those of the processes a
+        resumed run went on from (until their last checkpoint: the work after it was redone)."""
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+        return {"cpu_seconds": self._earlier["cpu_seconds"] + cpu,
                 "wall_seconds": self._earlier["wall_seconds"] + time.perf_counter() - self._made}
 
     def state_dict(self) -> dict[str, float]:

@@ -14,7 +14,6 @@ metrics stay as they are: the copy is made for each evaluation and thrown away a
 from __future__ import annotations
 
 import copy
-from itertools import islice
 from typing import Optional
 
 import pytorch_lightning as pl
@@ -61,12 +60,13 @@ class DynamicEvaluation(pl.Callback):
     docstring), ``lr`` η and ``decay`` λ; ``lr`` unset (``configs/base.yaml``'s ``dynamic_eval:``
     group): off. With the continuous cache on (``cache:``), also ``…/perplexity_dynamic_with_cache``:
     the adapted model's words mixed with the cache. Not during ``fit``'s validations: nothing there
-    reads it, and each costs a pass of backpropagation over the split. The evaluation's own batches
-    are read again, as many as it scored (``limit_val_batches``, ``limit_test_batches``); under
-    several processes each adapts its own copy on its own streams."""
+    reads it, and each costs a pass of backpropagation over the split. It scores exactly the
+    batches the evaluation scored (kept as they pass: word ids, a few MB at most), in their order;
+    under several processes each adapts its own copy on its own streams."""
 
     def __init__(self, lr: Optional[PositiveFloat] = None, decay: ClosedUnitInterval = 0.0):
         self.lr, self.decay = lr, decay
+        self.windows: list[list[Tensor]] = []  # the evaluation's batches so far
 
     @property
     def active(self) -> bool:
@@ -82,29 +82,46 @@ class DynamicEvaluation(pl.Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.check_model(pl_module)
 
+    def _keep(self, trainer, batch) -> None:
+        if self.lr is not None and trainer.state.fn in ("validate", "test"):
+            with torch.inference_mode(False):  # Lightning's evaluation tensors cannot take part in a backward
+                self.windows.append([part.clone() for part in batch])
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self.windows = []
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self.windows = []
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._keep(trainer, batch)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._keep(trainer, batch)
+
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if trainer.state.fn == "validate":
-            self._evaluate(trainer, pl_module, "val", trainer.val_dataloaders, trainer.num_val_batches)
+            self._evaluate(trainer, pl_module, "val")
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
-        self._evaluate(trainer, pl_module, "test", trainer.test_dataloaders, trainer.num_test_batches)
+        self._evaluate(trainer, pl_module, "test")
 
-    def _evaluate(self, trainer, pl_module, stage: str, loaders, counts) -> None:
+    def _evaluate(self, trainer, pl_module, stage: str) -> None:
         if self.lr is None:
             return
-        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
-        count = counts[0] if isinstance(counts, (list, tuple)) else counts
+        windows, self.windows = self.windows, []
         cache = next((callback for callback in trainer.callbacks if isinstance(callback, NeuralCache)), None)
         cached = cache.new_score() if cache is not None else None
-        limit = None if count == float("inf") else int(count)
-        windows = ([part.to(pl_module.device) for part in batch] for batch in islice(loader, limit))
-        # Lightning evaluates under inference mode; the copy and its windows must take gradients.
-        with torch.inference_mode(False), torch.enable_grad():
+        # Lightning evaluates under inference mode; the copy must take gradients, and cuDNN's LSTM
+        # takes a backward only in training mode (the copy is scored in evaluation mode, no dropout).
+        with torch.inference_mode(False), torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
             net = copy.deepcopy(pl_module.net)
             total = dynamic_nll(net, windows, self.lr, self.decay, pl_module.hparams.stateful, cached)
-        if total is None:
-            return
+        if total is None:  # no batch here: every process still takes part in the sum
+            total = torch.zeros(2, device=pl_module.device)
         total = trainer.strategy.reduce(total, reduce_op="sum")
-        pl_module.log(f"{stage}/perplexity_dynamic", torch.exp(total[0] / total[1]).float())
-        if cached is not None:
-            pl_module.log(f"{stage}/perplexity_dynamic_with_cache", cached.perplexity(trainer))
+        if total[1] > 0:
+            pl_module.log(f"{stage}/perplexity_dynamic", torch.exp(total[0] / total[1]).float())
+        with_cache = cached.perplexity(trainer) if cached is not None else None
+        if with_cache is not None:
+            pl_module.log(f"{stage}/perplexity_dynamic_with_cache", with_cache)

@@ -141,3 +141,4 @@ def test_scorers_that_are_off_take_no_part_in_the_run(tmp_path):
 
     assert scorers() == set()
     assert scorers("--cache.interpolation=0.2", "--dynamic_eval.lr=1") == {NeuralCache, DynamicEvaluation}
+

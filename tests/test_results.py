@@ -184,28 +184,42 @@ def test_a_run_another_command_is_training_is_left_alone(tmp_path):
 
 
 def test_a_run_cut_short_goes_on_from_its_last_checkpoint(config_path, tmp_path):
-    """A run killed after a checkpoint (here: a first part that stops at step 3 of 6) is not
-    started again: the fit goes on from ``last.ckpt``, the first part's logged steps stay, and the
-    result's CPU seconds add the first part's (carried in the checkpoint) to the second's."""
+    """A run killed during its fit after a checkpoint (here: a first part that stops at step 3 of
+    6, its ``progress.json`` as the runner writes it) is not started again: the fit goes on from
+    ``last.ckpt``, the first part's logged steps stay, and the result's CPU seconds add the first
+    part's (carried in the checkpoint) to the second's. With other arguments it starts again."""
     import subprocess
 
     from lstm_pl.checkpoints import read_checkpoint
 
     experiment = tiny(config_path, seeds=1)
     arm = experiment.arms[0]
-    first_part = [sys.executable, "-m", "lstm_pl", "fit", *runner.arguments(experiment, arm, 12, quick=True),
-                  "--trainer.max_steps=3", f"--trainer.logger.init_args.save_dir={tmp_path}",
-                  f"--trainer.logger.init_args.name={arm.name}", "--trainer.logger.init_args.version=seed_12"]
+    args = runner.arguments(experiment, arm, 12, quick=True)
+    folder = tmp_path / arm.name / "seed_12"
+    folder.mkdir(parents=True)
+    (folder / "progress.json").write_text(json.dumps({"arguments": args, "fit": None}))
+    first_part = [sys.executable, "-m", "lstm_pl", "fit", *args, "--trainer.max_steps=3",
+                  f"--trainer.logger.init_args.save_dir={tmp_path}", f"--trainer.logger.init_args.name={arm.name}",
+                  "--trainer.logger.init_args.version=seed_12"]
     subprocess.run(first_part, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    checkpoint = tmp_path / arm.name / "seed_12" / "checkpoints" / "last.ckpt"
-    first_cost = runner.cost_so_far(checkpoint)
-    assert read_checkpoint(checkpoint)["global_step"] == 3 and first_cost["cpu_seconds"] > 0
-    runs = runner.run_all([experiment], tmp_path, quick=True, jobs=1)
-    run = runs[(arm.name, 12)]
+    first_cost = runner.cost_so_far(folder / "checkpoints" / "last.ckpt")
+    assert read_checkpoint(folder / "checkpoints" / "last.ckpt")["global_step"] == 3 and first_cost["cpu_seconds"] > 0
+    run = runner.run_all([experiment], tmp_path, quick=True, jobs=1)[(arm.name, 12)]
     assert run.result["steps"] == 6 and run.result["resumed"]
     assert run.result["cpu_seconds"] > first_cost["cpu_seconds"] and run.result["seconds"] > first_cost["wall_seconds"]
     assert len(run.scalars("val/loss")) == 2  # the first part's validation (after step 3) kept beside the second's
     assert "going on from" in (tmp_path / arm.name / "seed_12.log").read_text()
+
+    (folder / "result.json").unlink()  # cut short again, now between its fit and its test: the test alone
+    stamp = (folder / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    again = runner.run_all([experiment], tmp_path, quick=True, jobs=1)[(arm.name, 12)]
+    assert (folder / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stamp
+    assert again.result["cpu_seconds"] == run.result["cpu_seconds"] and again.test("test/loss") == run.test("test/loss")
+
+    (folder / "result.json").unlink()  # the arguments changed since: the run starts again
+    other = tiny(config_path, "--model.init_args.net.hidden_size=12", seeds=1)
+    fresh = runner.run_all([other], tmp_path, quick=True, jobs=1)[(arm.name, 12)]
+    assert not fresh.result["resumed"] and len(fresh.scalars("val/loss")) == 2
 
 
 def test_a_checkpoint_without_its_cost_is_not_gone_on_from(tmp_path):

@@ -137,6 +137,14 @@ def figure_link(name: str, quick: bool) -> str:
     return f"figures/{name}" if quick else f"docs/figures/{name}"
 
 
+def resumed_note(experiment: Experiment, runs: dict, seeds: list[int]) -> str:
+    """The runs the runner went on with from a checkpoint after a kill, where there are any."""
+    resumed = [f"{arm.label} seed {seed}" for arm in experiment.arms for seed in seeds
+               if runs[(arm.name, seed)].result.get("resumed")]
+    return (f" Gone on with from a checkpoint after a kill (their seconds sum the parts): {', '.join(resumed)}."
+            if resumed else "")
+
+
 def experiment_section(experiment: Experiment, runs: dict, quick: bool, figures: Path) -> str:
     """One experiment's Markdown: title, table, curves and figures (written to ``figures``)."""
     seeds = seeds_of(experiment, quick)
@@ -144,7 +152,7 @@ def experiment_section(experiment: Experiment, runs: dict, quick: bool, figures:
     out = [f"### {experiment.title}",
            f"{len(seeds)} seed{'s' * (len(seeds) > 1)}, {minutes:.0f} min of training runs in all "
            f"(`python -m lstm_pl.results --only {experiment.name}{' --quick' if quick else ''}` redoes this "
-           f"section). {experiment.note}".rstrip(),
+           f"section). {experiment.note}{resumed_note(experiment, runs, seeds)}".rstrip(),
            table(experiment, runs, quick)]
     name = f"{experiment.name}_curves.png"
     curves_figure(experiment, runs, quick, figures / name)

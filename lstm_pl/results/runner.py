@@ -146,39 +146,61 @@ def cost_so_far(checkpoint: Path) -> dict[str, float] | None:
     return cost if isinstance(cost, dict) and "cpu_seconds" in cost else None
 
 
+def read_progress(path: Path) -> dict | None:
+    """``progress.json`` of a run folder (its arguments; the fit's cost once the fit has ended), or
+    None where it is missing or unreadable."""
+    try:
+        progress = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return progress if isinstance(progress, dict) else None
+
+
 def fit_and_test(experiment: Experiment, arm: Arm, seed: int, root: Path, quick: bool, folder: Path) -> Path:
-    """``train``'s work, under the run's lock. A run cut short (a kill) goes on from its
-    ``last.ckpt`` (lstm_pl resumes exactly), its cost so far added to the rest; without a
-    checkpoint to go on from, it starts again."""
+    """``train``'s work, under the run's lock. A run cut short (a kill) with the same arguments
+    goes on where it stopped: after its fit, with the test alone; during it, from its
+    ``last.ckpt`` (lstm_pl resumes exactly), the cost so far added to the rest. A run with other
+    arguments, or without a checkpoint to go on from, starts again."""
     logger = [f"--trainer.logger.init_args.save_dir={root}", f"--trainer.logger.init_args.name={arm.name}"]
     args = arguments(experiment, arm, seed, quick)
     log = root / arm.name / f"seed_{seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint = folder / "checkpoints" / "last.ckpt"
-    earlier = cost_so_far(checkpoint)
-    for stale in ((folder_of_test_run(folder),) if earlier else (folder, folder_of_test_run(folder))):
+    checkpoint, progress_file = folder / "checkpoints" / "last.ckpt", folder / "progress.json"
+    progress = read_progress(progress_file)
+    same = progress is not None and progress.get("arguments") == args
+    fitted = progress.get("fit") if same else None            # the fit ended: its cost
+    earlier = cost_so_far(checkpoint) if same else None        # the fit was cut short after a checkpoint
+    going_on = fitted is not None or earlier is not None
+    for stale in ((folder_of_test_run(folder),) if going_on else (folder, folder_of_test_run(folder))):
         shutil.rmtree(stale, ignore_errors=True)
-    earlier = earlier or {"cpu_seconds": 0.0, "wall_seconds": 0.0}
-    resume = [f"--ckpt_path={checkpoint}"] if checkpoint.is_file() else []
+    if not going_on:
+        folder.mkdir(parents=True)
+        with atomic_write(progress_file) as partial:
+            partial.write_text(json.dumps({"arguments": args, "fit": None}, indent=1))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    start = time.perf_counter()
-    with open(log, "a" if resume else "w") as out:
-        if resume:
-            out.write(f"\n[lstm_pl.results] going on from {checkpoint}\n")
+    with open(log, "a" if going_on else "w") as out:
+        if going_on:
+            out.write(f"\n[lstm_pl.results] going on from {'the ended fit' if fitted else checkpoint}\n")
             out.flush()
-        fit = [sys.executable, "-m", "lstm_pl", "fit", *args, *logger, f"--trainer.logger.init_args.version={folder.name}",
-               *resume]
-        failed, cpu_seconds = child(fit, out, env)
-        if failed:
-            raise RuntimeError(f"{arm.name} seed {seed}: fit failed, see {log}")
-        seconds = time.perf_counter() - start + earlier["wall_seconds"]
-        cpu_seconds += earlier["cpu_seconds"]
+        if fitted is None:
+            earlier = earlier or {"cpu_seconds": 0.0, "wall_seconds": 0.0}
+            start = time.perf_counter()
+            fit = [sys.executable, "-m", "lstm_pl", "fit", *args, *logger,
+                   f"--trainer.logger.init_args.version={folder.name}", *([f"--ckpt_path={checkpoint}"] if going_on else [])]
+            failed, cpu_seconds = child(fit, out, env)
+            if failed:
+                raise RuntimeError(f"{arm.name} seed {seed}: fit failed, see {log}")
+            fitted = {"cpu_seconds": cpu_seconds + earlier["cpu_seconds"],
+                      "seconds": time.perf_counter() - start + earlier["wall_seconds"]}
+            with atomic_write(progress_file) as partial:
+                partial.write_text(json.dumps({"arguments": args, "fit": fitted}, indent=1))
         test = [sys.executable, "-m", "lstm_pl", "test", *args, *logger,
                 f"--trainer.logger.init_args.version={folder_of_test_run(folder).name}", f"--ckpt_path={checkpoint}"]
         if child(test, out, env)[0]:
             raise RuntimeError(f"{arm.name} seed {seed}: test failed, see {log}")
-    result = {"seconds": seconds, "cpu_seconds": cpu_seconds, "steps": read_checkpoint(checkpoint)["global_step"],
-              "seed": seed, "command": " ".join(["python -m lstm_pl fit", *args]), "resumed": bool(resume)}
+    result = {"seconds": fitted["seconds"], "cpu_seconds": fitted["cpu_seconds"],
+              "steps": read_checkpoint(checkpoint)["global_step"], "seed": seed,
+              "command": " ".join(["python -m lstm_pl fit", *args]), "resumed": going_on}
     with atomic_write(folder / "result.json") as partial:
         partial.write_text(json.dumps(result, indent=1))
     return folder
