@@ -92,6 +92,8 @@ def test_a_repeating_text_is_what_the_cache_is_for(tmp_path, corpus_args):
     ("--cache.interpolation=1.5", "cache.interpolation"),
     ("--cache.theta=0", "cache.theta"),
     ("--cache.window=0", "cache.window"),
+    ("--dynamic_eval.lr=0", "dynamic_eval.lr"),  # the other evaluation-time scorer (lstm_pl/dynamic.py)
+    ("--dynamic_eval.decay=1.5", "dynamic_eval.decay"),
 ])
 def test_settings_out_of_range_are_one_line(tmp_path, capsys, override, says):
     with pytest.raises(SystemExit) as stopped:
@@ -101,11 +103,15 @@ def test_settings_out_of_range_are_one_line(tmp_path, capsys, override, says):
     assert len(lines) == 1 and says in lines[0], lines
 
 
-def test_a_cache_on_a_task_without_words_is_refused_before_anything_is_written(config_path, tmp_path, capsys):
+@pytest.mark.parametrize("override, says", [
+    ("--cache.interpolation=0.2", "cache.interpolation: the continuous cache scores a language model"),
+    ("--dynamic_eval.lr=1", "dynamic_eval.lr: dynamic evaluation adapts a language model"),
+])
+def test_a_scorer_on_a_task_without_words_is_refused_before_anything_is_written(config_path, tmp_path, capsys,
+                                                                                 override, says):
     with pytest.raises(SystemExit) as stopped:
-        main(["fit", "--config", config_path("sine"), "--cache.interpolation=0.2",
-              f"--trainer.logger.init_args.save_dir={tmp_path}"])
+        main(["fit", "--config", config_path("sine"), override, f"--trainer.logger.init_args.save_dir={tmp_path}"])
     assert stopped.value.code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "cache.interpolation: the continuous cache scores a language model" in lines[0], lines
+    assert len(lines) == 1 and says in lines[0], lines
     assert not [path for path in tmp_path.rglob("*") if path.is_file()]

@@ -1,7 +1,7 @@
 """Dynamic evaluation (``lstm_pl/dynamic.py``): its computation against Krause et al.'s rule written
 with explicit gradients, each window scored before it is learned from, the metrics the
-``validate`` and ``test`` commands log (and ``fit`` does not), the evaluated weights left as they
-were, and its settings refused where they cannot apply."""
+``validate`` and ``test`` commands log (and ``fit`` does not), and the evaluated weights left as
+they were (its settings refused where they cannot apply: tests/test_cache.py, with the cache's)."""
 
 import copy
 import math
@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lstm_pl.cli import CLI, main
+from lstm_pl.cli import CLI
 from lstm_pl.dynamic import dynamic_nll
 from lstm_pl.models import LanguageModelSettings, WordLanguageModel
 
@@ -105,28 +105,6 @@ def test_fit_does_not_spend_its_validations_on_it(tmp_path, corpus_args):
     cli.trainer.fit(cli.model, cli.datamodule)
     assert "val/perplexity" in cli.trainer.callback_metrics
     assert "val/perplexity_dynamic" not in cli.trainer.callback_metrics
-
-
-@pytest.mark.parametrize("override, says", [
-    ("--dynamic_eval.lr=0", "dynamic_eval.lr"),
-    ("--dynamic_eval.decay=1.5", "dynamic_eval.decay"),
-])
-def test_settings_out_of_range_are_one_line(tmp_path, capsys, override, says):
-    with pytest.raises(SystemExit) as stopped:
-        main(["fit", "--config", CONFIG, override, f"--trainer.logger.init_args.save_dir={tmp_path}"])
-    assert stopped.value.code == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1 and says in lines[0], lines
-
-
-def test_on_a_task_without_words_it_is_refused_before_anything_is_written(config_path, tmp_path, capsys):
-    with pytest.raises(SystemExit) as stopped:
-        main(["fit", "--config", config_path("sine"), "--dynamic_eval.lr=1",
-              f"--trainer.logger.init_args.save_dir={tmp_path}"])
-    assert stopped.value.code == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "dynamic_eval.lr: dynamic evaluation adapts a language model" in lines[0], lines
-    assert not [path for path in tmp_path.rglob("*") if path.is_file()]
 
 
 def test_scorers_that_are_off_take_no_part_in_the_run(tmp_path):
