@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 from pytorch_lightning import LightningDataModule, LightningModule
-from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from . import runtime
 from .averaging import WeightAveraging
@@ -74,6 +74,16 @@ class OneLineErrorParser(LightningArgumentParser):
         sys.exit(2)
 
 
+class SaveRunConfig(SaveConfigCallback):
+    """LightningCLI's ``config.yaml``, into the run folder; none for a run without a logger, which
+    has no run folder: Lightning would write it into the working directory, over any file of that
+    name there."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if trainer.logger is not None:
+            super().setup(trainer, pl_module, stage)
+
+
 class CLI(LightningCLI):
     """LightningCLI with the project's parser, the ``checkpoint:`` (``checkpoints.Checkpoints``),
     ``non_finite:`` (``guards.NonFiniteLoss``), ``report:`` (``console.Report``), ``train_loss:``
@@ -89,6 +99,7 @@ class CLI(LightningCLI):
         base = {"default_config_files": [str(BASE_CONFIG)]}
         parser_kwargs = {name: base for name in SUBCOMMANDS} if run else base
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})  # a resumed run rewrites its config.yaml
+        kwargs.setdefault("save_config_callback", SaveRunConfig)
         super().__init__(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
                          parser_class=OneLineErrorParser, parser_kwargs=parser_kwargs, args=args, run=run, **kwargs)
 

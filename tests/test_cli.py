@@ -276,3 +276,13 @@ def test_a_schedule_steps_with_a_run_counted_in_steps(scheduler, expected, confi
     cli = fit(config_path("adding_learn"), tmp_path, "--data.init_args.t=20", "--data.init_args.n_sequence=300",
               "--trainer.max_steps=20", "--trainer.val_check_interval=5", *scheduler)
     assert cli.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_run_without_a_logger_writes_no_config_into_the_working_directory(config_path, tmp_path, monkeypatch):
+    """A run with ``--trainer.logger=false`` has no run folder: LightningCLI would write its
+    ``config.yaml`` into the working directory, over a file of that name there. It writes none."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.yaml").write_text("mine\n")
+    main(["fit", "--config", config_path("sine"), "--trainer.logger=false", "--trainer.max_steps=2",
+          "--trainer.callbacks=[]"])
+    assert (tmp_path / "config.yaml").read_text() == "mine\n"
