@@ -72,11 +72,22 @@ class CacheScore:
         self.total = window if self.total is None else self.total + window
 
     def perplexity(self, trainer: pl.Trainer) -> Tensor | None:
-        """exp(Σ NLL / Σ words) over every process's words (every process takes part in the sum,
-        one without words too); None where no process scored any."""
-        total = self.total if self.total is not None else torch.zeros(2, device=trainer.strategy.root_device)
-        total = trainer.strategy.reduce(total, reduce_op="sum")
-        return torch.exp(total[0] / total[1]).float() if total[1] > 0 else None
+        return perplexity_over_processes(self.total, trainer)
+
+
+def perplexity_over_processes(total: Tensor | None, trainer: pl.Trainer) -> Tensor | None:
+    """exp(Σ NLL / Σ words) of ``total`` = (summed NLL, words) over every process's words (every
+    process takes part in the sum, one without words, ``None``, too); None where none scored any."""
+    total = total if total is not None else torch.zeros(2, device=trainer.strategy.root_device)
+    total = trainer.strategy.reduce(total, reduce_op="sum")
+    return torch.exp(total[0] / total[1]).float() if total[1] > 0 else None
+
+
+def check_language_model(pl_module: pl.LightningModule, setting: str, need: str) -> None:
+    """One line for an evaluation-time scorer (``setting`` set) on a task that is not a language
+    model; ``need``: what the scorer does, which only a language model allows."""
+    if not isinstance(pl_module, LanguageModelTask):
+        raise ConfigError(f"{setting}: {need}; {type(pl_module).__name__} is not one (leave {setting} unset)")
 
 
 class NeuralCache(pl.Callback):
@@ -105,9 +116,8 @@ class NeuralCache(pl.Callback):
     def check_model(self, pl_module: pl.LightningModule) -> None:
         """The cache scores words: one line for any other task (the CLI asks before the run writes
         anything; ``setup`` asks again for a Trainer built by hand)."""
-        if self.interpolation is not None and not isinstance(pl_module, LanguageModelTask):
-            raise ConfigError(f"cache.interpolation: the continuous cache scores a language model; "
-                              f"{type(pl_module).__name__} is not one (leave cache.interpolation unset)")
+        if self.interpolation is not None:
+            check_language_model(pl_module, "cache.interpolation", "the continuous cache scores a language model")
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.check_model(pl_module)

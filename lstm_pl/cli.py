@@ -167,7 +167,7 @@ class CLI(LightningCLI):
         for scorer in scorers:
             scorer.check_model(self.model)
         # Lightning calls every callback's hooks at every step: a scorer that is off takes no part.
-        self.trainer.callbacks = [c for c in self.trainer.callbacks if not any(c is s and not s.active for s in scorers)]
+        self.trainer.callbacks = [c for c in self.trainer.callbacks if c not in scorers or c.active]
         CLI.latest = self
 
     @staticmethod

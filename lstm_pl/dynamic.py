@@ -21,9 +21,8 @@ import torch
 from jsonargparse.typing import ClosedUnitInterval, PositiveFloat
 from torch import Tensor, nn
 
-from .cache import CacheScore, NeuralCache
-from .errors import ConfigError
-from .tasks import LanguageModelTask, detach_state
+from .cache import CacheScore, NeuralCache, check_language_model, perplexity_over_processes
+from .tasks import detach_state
 
 
 def dynamic_nll(net: nn.Module, windows, lr: float, decay: float, stateful: bool = True,
@@ -75,9 +74,8 @@ class DynamicEvaluation(pl.Callback):
     def check_model(self, pl_module: pl.LightningModule) -> None:
         """Dynamic evaluation adapts a language model: one line for any other task (the CLI asks
         before the run writes anything; ``setup`` asks again for a Trainer built by hand)."""
-        if self.lr is not None and not isinstance(pl_module, LanguageModelTask):
-            raise ConfigError(f"dynamic_eval.lr: dynamic evaluation adapts a language model; "
-                              f"{type(pl_module).__name__} is not one (leave dynamic_eval.lr unset)")
+        if self.lr is not None:
+            check_language_model(pl_module, "dynamic_eval.lr", "dynamic evaluation adapts a language model")
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.check_model(pl_module)
@@ -117,11 +115,9 @@ class DynamicEvaluation(pl.Callback):
         with torch.inference_mode(False), torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
             net = copy.deepcopy(pl_module.net)
             total = dynamic_nll(net, windows, self.lr, self.decay, pl_module.hparams.stateful, cached)
-        if total is None:  # no batch here: every process still takes part in the sum
-            total = torch.zeros(2, device=pl_module.device)
-        total = trainer.strategy.reduce(total, reduce_op="sum")
-        if total[1] > 0:
-            pl_module.log(f"{stage}/perplexity_dynamic", torch.exp(total[0] / total[1]).float())
+        perplexity = perplexity_over_processes(total, trainer)
+        if perplexity is not None:
+            pl_module.log(f"{stage}/perplexity_dynamic", perplexity)
         with_cache = cached.perplexity(trainer) if cached is not None else None
         if with_cache is not None:
             pl_module.log(f"{stage}/perplexity_dynamic_with_cache", with_cache)
