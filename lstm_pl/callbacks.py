@@ -5,7 +5,9 @@ the run's log folder when fit ends or is interrupted (rank 0 only, never from no
 from __future__ import annotations
 
 import abc
+import io
 import math
+import struct
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -79,16 +81,30 @@ def run_folder(trainer: pl.Trainer) -> Path:
 
 
 def save_figure(trainer: pl.Trainer, figure: Figure, name: str, tag: str) -> Path:
-    """Write ``figure`` as ``<run folder>/<name>.png`` (atomically) and add it to TensorBoard as
-    ``tag``: ``<split>/<what>``, beside the scalars of the split it shows (TensorBoard's dashboard
-    groups cards by the part before the slash, scalars first: a run opens on its loss curves)."""
+    """Write ``figure`` as ``<run folder>/<name>.png`` (atomically) and add the same PNG to
+    TensorBoard as ``tag``: ``<split>/<what>``, beside the scalars of the split it shows (TensorBoard's
+    dashboard groups cards by the part before the slash, scalars first: a run opens on its loss
+    curves). Drawn once: ``add_figure`` would draw it again and encode another PNG."""
     path = run_folder(trainer) / f"{name}.png"
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=110, bbox_inches="tight")
     with atomic_write(path) as partial:
-        figure.savefig(partial, format="png", dpi=110, bbox_inches="tight")
+        partial.write_bytes(png.getvalue())
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_figure(tag, figure, global_step=trainer.global_step, close=False)
+            add_png(logger, tag, png.getvalue(), trainer.global_step)
     return path
+
+
+def add_png(logger: TensorBoardLogger, tag: str, png: bytes, step: int) -> None:
+    """An encoded PNG as TensorBoard's image summary (what ``add_image`` writes after encoding an
+    array): width, height and colour type from the PNG's header (IHDR: bytes 16-25)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary  # as the writer does: not at import
+
+    width, height = struct.unpack(">II", png[16:24])
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[png[25]]  # grey, RGB, grey + alpha, RGBA
+    image = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=png)
+    logger.experiment._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 
 @contextmanager

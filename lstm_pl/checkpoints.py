@@ -8,11 +8,13 @@ import math
 import time
 from pathlib import Path
 from typing import Any
+from weakref import proxy
 
 import pytorch_lightning as pl
 import torch
 from jsonargparse.typing import NonNegativeFloat
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning_utilities.core.apply_func import apply_to_collection
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from .errors import ConfigError, first_line
@@ -26,7 +28,10 @@ from .tasks import DATA_LINKS
 # ask whether an epoch has run to its end). tests/test_resume.py checks that each still exists.
 LIGHTNING_PRIVATE = {
     "pytorch_lightning.callbacks.ModelCheckpoint": (
-        "_save_last_checkpoint", "_monitor_candidates", "_every_n_train_steps"),
+        "_save_last_checkpoint", "_monitor_candidates", "_every_n_train_steps", "_save_checkpoint",
+        "_remove_checkpoint"),
+    "pytorch_lightning.Trainer": ("_checkpoint_connector",),
+    "pytorch_lightning.trainer.connectors.checkpoint_connector._CheckpointConnector": ("dump_checkpoint",),
     "pytorch_lightning.loops.training_epoch_loop._TrainingEpochLoop": ("_num_ready_batches_reached",),
 }
 
@@ -54,8 +59,15 @@ class Checkpoints(ModelCheckpoint):
     passed since it was last written, the first validation included (Lightning's own rule writes it only in a step that saved a
     top-k checkpoint, so it can lag far behind; a write after every validation would cost more than
     the training itself where validation runs every step, as sine's does). A kill (SIGKILL, power)
-    loses at most the steps since that write. The best-by-``monitor`` checkpoints are as Lightning
-    keeps them: written at the validation that found them.
+    loses at most the steps since that write.
+
+    The best-by-``monitor`` checkpoints are chosen as Lightning chooses them, and each is taken (its
+    state copied in memory) at the validation that found it, but written with the next write of
+    ``last.ckpt`` (before it), as are the deletions of the best checkpoints it replaces: so every
+    ``last.ckpt`` names best checkpoints that are on disk, a kill leaves the previous best in place,
+    and a run that validates every step (sine: 119 new bests in 500 steps) pays for one dump, not a
+    file write and a deletion, per new best. ``last_every_seconds: 0`` (or ``save_last: false``)
+    writes them at once, as Lightning does.
 
     A resumed run also takes the epoch-end scheduler step of the epoch it resumed in, which
     Lightning skips in a restarted epoch (it has no metrics for a plateau scheduler): with the
@@ -67,6 +79,47 @@ class Checkpoints(ModelCheckpoint):
         self.last_every_seconds = last_every_seconds
         self.saved_metrics: dict[str, float] = {}
         self.last_written_at, self.last_written_step = -math.inf, None
+        self.held: dict[str, dict] = {}  # best checkpoints taken, not yet written: path -> checkpoint
+        self.doomed: list[str] = []  # written best checkpoints to delete once the held ones are written
+
+    @property
+    def holding(self) -> bool:
+        """Whether new best checkpoints wait for the next write of ``last.ckpt``."""
+        return bool(self.save_last) and self.last_every_seconds > 0
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        """Lightning's write of one checkpoint; a best one (``best_k_models`` names it before the
+        write) is taken now and held (``holding``). Its tensors are copied: the dump refers to the
+        live weights and optimizer state."""
+        if not (self.holding and filepath in self.best_k_models):
+            return super()._save_checkpoint(trainer, filepath)
+        checkpoint = trainer._checkpoint_connector.dump_checkpoint(self.save_weights_only)
+        self.held[filepath] = apply_to_collection(checkpoint, torch.Tensor, lambda tensor: tensor.detach().clone())
+        if filepath in self.doomed:  # a name used again: the new checkpoint replaces the old file
+            self.doomed.remove(filepath)
+        self._last_global_step_saved, self._last_checkpoint_saved = trainer.global_step, filepath
+
+    def _remove_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        """A held checkpoint replaced before it was written is dropped; a written one is deleted
+        after the held ones are written (``_write_held``)."""
+        if self.held.pop(filepath, None) is None:
+            if self.holding:
+                self.doomed.append(filepath)
+            else:
+                super()._remove_checkpoint(trainer, filepath)
+
+    def _write_held(self, trainer: pl.Trainer) -> None:
+        """Write the held best checkpoints, then delete those they replaced."""
+        if not (self.held or self.doomed):
+            return
+        for filepath, checkpoint in list(self.held.items()):
+            trainer.strategy.save_checkpoint(checkpoint, filepath)
+            del self.held[filepath]
+        while self.doomed:
+            super()._remove_checkpoint(trainer, self.doomed.pop(0))
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
 
     @property
     def state_key(self) -> str:
@@ -120,7 +173,8 @@ class Checkpoints(ModelCheckpoint):
         return forced or trainer.strategy.broadcast(time.monotonic() - self.last_written_at >= self.last_every_seconds)
 
     def _write_last(self, trainer: pl.Trainer, monitor_candidates: dict) -> None:
-        """Lightning's own write of ``last.ckpt``, and when it was made."""
+        """The held best checkpoints, then Lightning's own write of ``last.ckpt``, and when it was made."""
+        self._write_held(trainer)
         super()._save_last_checkpoint(trainer, monitor_candidates)
         self.last_written_at, self.last_written_step = time.monotonic(), trainer.global_step
 
@@ -145,10 +199,12 @@ class Checkpoints(ModelCheckpoint):
     def on_train_end(self, trainer, pl_module):
         super().on_train_end(trainer, pl_module)
         self._save_last_now(trainer)
+        self._write_held(trainer)  # also where last.ckpt was written at this step already
 
     def on_exception(self, trainer, pl_module, exception):
         if trainer.state.fn == "fit":
             self._save_last_now(trainer)
+            self._write_held(trainer)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """A run folder moved or copied since its checkpoint was saved still resumes as itself:

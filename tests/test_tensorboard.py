@@ -4,12 +4,14 @@ from a server on 127.0.0.1 against a short run."""
 
 import json
 import socket
+import struct
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lstm_pl.cli import main
 
@@ -29,6 +31,15 @@ def get(url: str, body: dict | None = None):
         return json.loads(response.read())
 
 
+class Served(str):
+    """A server's URL that also knows the folder it serves."""
+
+    def __new__(cls, url: str, log_dir: Path):
+        served = super().__new__(cls, url)
+        served.log_dir = log_dir
+        return served
+
+
 @pytest.fixture
 def served(tmp_path):
     """A 6-step sine run and a TensorBoard server over its save_dir; the server's URL."""
@@ -39,7 +50,7 @@ def served(tmp_path):
     board = program.TensorBoard()
     board.configure(argv=[None, "--logdir", str(tmp_path), "--host", "127.0.0.1", "--port", str(free_port()),
                           "--load_fast", "false", "--reload_interval", "1"])
-    return board.launch().rstrip("/")  # a daemon thread: TensorBoard's launch() has no stop; it ends with the worker
+    return Served(board.launch().rstrip("/"), tmp_path)  # a daemon thread: launch() has no stop; it ends with the worker
 
 
 def wait_for(fetch, ready, seconds: float = 30.0):
@@ -58,6 +69,15 @@ def test_tensorboard_serves_the_scalars_figures_and_hparams(served):
     assert "epoch" not in scalars[run]  # the step is the axis; no epoch card comes first
     images = get(f"{served}/data/plugin/images/tags")
     assert {"train/loss_curves", "val/waveform"} <= set(images[run])
+    # Each figure's image is the run folder's PNG, byte for byte, with its size.
+    for tag, name in (("train/loss_curves", "loss_curves"), ("val/waveform", "waveform")):
+        [entry] = get(f"{served}/data/plugin/images/images?run={urllib.parse.quote(run)}&tag={urllib.parse.quote(tag)}")
+        with urllib.request.urlopen(f"{served}/data/plugin/images/individualImage?{entry['query']}", timeout=10) as image:
+            png = image.read()
+        assert png == (served.log_dir / run / f"{name}.png").read_bytes()
+        assert entry["step"] == 6
+        [event] = EventAccumulator(str(served.log_dir / run), size_guidance={"images": 0}).Reload().Images(tag)
+        assert (event.width, event.height) == struct.unpack(">II", png[16:24])
     # The dashboard groups cards by the part of the tag before its slash, in name order: every card
     # in a split's group, so the first group a run opens on is train's, its loss curves first.
     groups = {tag.split("/")[0] for tag in [*scalars[run], *images[run]]}
