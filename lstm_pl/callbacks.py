@@ -186,6 +186,7 @@ class LossCurves(StepRecorder, FigureCallback):
         self.val_key, self.log_scale, self.after_update, self.figure = val_key, log_scale, after_update, figure
         self.train: list[tuple[int, torch.Tensor]] = []
         self.val: list[tuple[int, torch.Tensor]] = []
+        self.packed: dict[str, tuple[int, torch.Tensor, torch.Tensor]] = {}  # curve -> (points packed, steps, values)
 
     def setup(self, trainer, pl_module, stage):
         if self.after_update and not (isinstance(pl_module, Task) and pl_module.recomputable):
@@ -216,15 +217,25 @@ class LossCurves(StepRecorder, FigureCallback):
     def state_dict(self) -> dict:
         """The curves so far, so that a resumed run's figure covers the whole run: a tensor of steps
         and one of values each (a checkpoint's size and time do not grow with a list of objects)."""
-        as_tensors = lambda points: {"steps": torch.tensor([s for s, _ in points], dtype=torch.long),
-                                     "values": torch.stack([v.float().cpu() for _, v in points]) if points
-                                     else torch.zeros(0)}
-        return {"train": as_tensors(self.train), "val": as_tensors(self.val)}
+        return {"train": self._packed("train"), "val": self._packed("val")}
+
+    def _packed(self, curve: str) -> dict[str, torch.Tensor]:
+        """``curve``'s points as two tensors, packed incrementally: only the points added since the
+        last checkpoint are converted (sine saves a checkpoint at each of its ~120 new bests)."""
+        points = getattr(self, curve)
+        count, steps, values = self.packed.get(curve, (0, torch.zeros(0, dtype=torch.long), torch.zeros(0)))
+        if count < len(points):
+            new = points[count:]
+            steps = torch.cat([steps, torch.tensor([step for step, _ in new], dtype=torch.long)])
+            values = torch.cat([values, torch.stack([value.float().cpu() for _, value in new])])
+            self.packed[curve] = (len(points), steps, values)
+        return {"steps": steps, "values": values}
 
     def load_state_dict(self, state: dict) -> None:
         as_points = lambda saved: (list(zip(saved["steps"].tolist(), saved["values"].unbind()))
                                    if isinstance(saved, dict) else [(step, torch.tensor(v)) for step, v in saved])
         self.train, self.val = as_points(state["train"]), as_points(state["val"])
+        self.packed = {}
 
     def draw(self, trainer, pl_module):
         if not self.figure or not (self.train or self.val):

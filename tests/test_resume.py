@@ -436,3 +436,53 @@ def test_lightning_still_has_the_private_names_we_use():
             owner = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
         missing = [attribute for attribute in names if not hasattr(owner, attribute)]
         assert not missing, f"{class_path} no longer has {missing}: lstm_pl/checkpoints.py needs a new way"
+
+
+def test_snapshot_copies_every_tensor_and_keeps_a_state_dicts_metadata():
+    """A held best checkpoint must not change when training goes on: every tensor is copied."""
+    from lstm_pl.checkpoints import snapshot
+
+    net = torch.nn.Linear(2, 1)
+    dump = {"state_dict": net.state_dict(), "loops": [{"step": torch.tensor(3)}, ("a", torch.ones(1))], "epoch": 1}
+    copied = snapshot(dump)
+    with torch.no_grad():
+        net.weight.add_(1.0)
+        dump["loops"][0]["step"].add_(1)
+    assert not torch.equal(copied["state_dict"]["weight"], net.weight)
+    assert copied["loops"][0]["step"] == 3 and isinstance(copied["loops"][1], tuple) and copied["epoch"] == 1
+    assert copied["state_dict"]._metadata == dump["state_dict"]._metadata
+
+
+def test_monitor_candidates_are_lightnings():
+    """``Checkpoints._monitor_candidates`` copies tensor by tensor what Lightning deep-copies: the same values."""
+    from types import SimpleNamespace
+
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from lstm_pl.checkpoints import Checkpoints
+
+    metrics = {"val/loss": torch.tensor(0.5), "step": torch.tensor(7.0), "note": 2.0}
+    trainer = SimpleNamespace(callback_metrics=metrics, current_epoch=3, global_step=8)
+    ours, theirs = Checkpoints()._monitor_candidates(trainer), ModelCheckpoint()._monitor_candidates(trainer)
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        assert torch.equal(torch.as_tensor(ours[key]), torch.as_tensor(theirs[key])) and type(ours[key]) is type(theirs[key])
+    assert ours["val/loss"] is not metrics["val/loss"]
+
+
+def test_loss_curves_state_is_packed_incrementally_to_the_same_tensors():
+    from lstm_pl.callbacks import LossCurves
+
+    curves = LossCurves()
+    curves.train = [(step, torch.tensor(float(step))) for step in range(1, 4)]
+    first = curves.state_dict()
+    curves.train += [(4, torch.tensor(4.0))]
+    curves.val = [(2, torch.tensor(0.5, dtype=torch.float64))]
+    second = curves.state_dict()
+    assert torch.equal(first["train"]["steps"], torch.tensor([1, 2, 3]))
+    assert torch.equal(second["train"]["steps"], torch.tensor([1, 2, 3, 4]))
+    assert torch.equal(second["train"]["values"], torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    assert second["val"]["values"].dtype == torch.float32 and second["val"]["steps"].tolist() == [2]
+    fresh = LossCurves()
+    fresh.load_state_dict(second)
+    assert all(torch.equal(fresh.state_dict()[c][k], second[c][k]) for c in ("train", "val") for k in ("steps", "values"))
