@@ -209,8 +209,12 @@ class LSTMLayer(nn.Module):
         from . import fused  # here, not at import: nothing compiles until a hand-written cell runs
 
         kernels = fused.kernels() if self.fused and x.device.type == "cpu" else None
-        hs, c = LSTMRecurrence.apply(x_proj.view(steps, batch, -1), state[0], state[1], self.weight_hh, self.peephole,
-                                     kernels)
+        if kernels is not None and not torch.is_grad_enabled():  # evaluation: no activations kept for a backward pass
+            peephole = self.peephole if self.peephole is not None else x.new_empty(0)
+            hs, c = kernels.forward_inference(x_proj.view(steps, batch, -1), state[0], state[1], self.weight_hh, peephole)
+        else:
+            hs, c = LSTMRecurrence.apply(x_proj.view(steps, batch, -1), state[0], state[1], self.weight_hh,
+                                         self.peephole, kernels)
         return hs.transpose(0, 1), (hs[-1], c)
 
 

@@ -167,6 +167,36 @@ std::vector<torch::Tensor> forward(torch::Tensor x_proj, torch::Tensor h0, torch
   return {acts, h, c, tanh_c};
 }
 
+// The same recurrence where nothing will be differentiated (evaluation): the gates and the cell
+// state live in per-step buffers reused every step (cache-resident, where forward keeps all T steps
+// of them for the backward pass), and only the hidden states are kept.
+// Returns h (T, B, H) and the final cell state c (B, H).
+std::vector<torch::Tensor> forward_inference(torch::Tensor x_proj, torch::Tensor h0, torch::Tensor c0,
+                                             torch::Tensor weight_hh, torch::Tensor peephole) {
+  const int64_t steps = x_proj.size(0), batch = x_proj.size(1), hidden = h0.size(1);
+  const int64_t gates = x_proj.size(2) / hidden;
+  auto act = x_proj.new_empty({batch, gates * hidden});
+  auto h = x_proj.new_empty({steps, batch, hidden});
+  auto c = c0.clone(at::MemoryFormat::Contiguous), c_next = torch::empty_like(c), tanh_c = torch::empty_like(c);
+  auto h_prev = h0.contiguous();
+  auto w_hh_t = weight_hh.t().contiguous();
+  auto peep = peephole.numel() ? peephole.contiguous() : peephole;
+  auto x_t = x_proj.unbind(0), h_t = h.unbind(0);
+  AT_DISPATCH_FLOATING_TYPES(x_proj.scalar_type(), "lstm_pl_fused_forward_inference", [&] {
+    const scalar_t* p = peephole.numel() ? peep.data_ptr<scalar_t>() : nullptr;
+    for (int64_t t = 0; t < steps; ++t) {
+      at::addmm_out(act, x_t[t], t == 0 ? h_prev : h_t[t - 1], w_hh_t);
+      dispatch(gates == 4, p != nullptr, [&](auto forget_gate, auto peep) {
+        forward_step<scalar_t, forget_gate, peep>(act.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
+                                                  c_next.data_ptr<scalar_t>(), tanh_c.data_ptr<scalar_t>(),
+                                                  h_t[t].data_ptr<scalar_t>(), p, batch, hidden);
+      });
+      std::swap(c, c_next);
+    }
+  });
+  return {h, c};
+}
+
 // grad_hs (T, B, H) or empty, grad_c_last (B, H) or empty, and what forward returned.
 // Returns δa (T, B, G·H), δh0, δc0 (B, H) and δp (3, H) (empty without peepholes); the other weight
 // gradients are single products outside.
@@ -212,5 +242,6 @@ std::vector<torch::Tensor> backward(torch::Tensor grad_hs, torch::Tensor grad_c_
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "fused LSTM recurrence, forward");
+  m.def("forward_inference", &forward_inference, "fused LSTM recurrence, forward only (no backward pass)");
   m.def("backward", &backward, "fused LSTM recurrence, backward");
 }

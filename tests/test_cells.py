@@ -151,6 +151,22 @@ def test_fused_and_eager_agree_in_float32():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("cell", ["lstm_peephole", "lstm_cec"])
+def test_evaluation_without_gradients_gives_the_training_forwards_outputs(cell, dtype):
+    """Under ``no_grad`` the compiled cells run a forward that keeps no activations for a backward
+    pass (``forward_inference``): the same outputs and final state, bit for bit."""
+    kernels_for("fused")
+    torch.manual_seed(4)
+    layer = make_recurrent(cell, 3, 16, num_layers=2).to(dtype)
+    x = torch.randn(5, 30, 3, dtype=dtype)
+    trained = layer(x)
+    with torch.no_grad():
+        evaluated = layer(x)
+    for a, b in zip(torch.utils._pytree.tree_leaves(trained), torch.utils._pytree.tree_leaves(evaluated)):
+        assert torch.equal(a.detach(), b) and not b.requires_grad
+
+
 def test_a_failed_build_falls_back_to_the_eager_loop_with_one_line(monkeypatch, caplog):
     def broken(verbose=False):
         raise OSError("no C++ compiler\nsecond line of the compiler's complaint")
