@@ -2,6 +2,7 @@
 work in TensorFlow:
 
     OMP_NUM_THREADS=1 python -m benchmarks.runs [--runs sine sine_rnn adding adding_rnn] [--rounds 3]
+    OMP_NUM_THREADS=1 python -m benchmarks.runs --runs adding --cells lstm_peephole lstm_cec
 
 - ``port``: ``python -m lstm_pl fit --config configs/<run>.yaml`` in this process (the CLI's
   parsing, the data, training, validation at the config's cadence, the non-finite guard,
@@ -91,12 +92,33 @@ def measure(run: str, rounds: int) -> tuple[int, dict[str, float]]:
     return len(recording.losses) // every, {name: statistics.median(values) for name, values in times.items()}
 
 
+def cells(run: str, others: list[str], rounds: int) -> dict[str, float]:
+    """The port's median seconds for ``run`` with ``nn.LSTM`` and with each cell of ``others``
+    (``model.init_args.net.cell``), interleaved round by round: the whole run, evaluation included."""
+    contenders = ["lstm", *others]
+    times: dict[str, list[float]] = {cell: [] for cell in contenders}
+    with tempfile.TemporaryDirectory() as folder:
+        for _ in range(rounds):
+            for cell in contenders:
+                times[cell].append(port(run, folder, (f"--model.init_args.net.cell={cell}",)))
+    return {cell: statistics.median(values) for cell, values in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cells", nargs="+", choices=["lstm_peephole", "lstm_cec"],
+                        help="instead: the port alone, each run (an LSTM one) with nn.LSTM and with these cells")
     args = parser.parse_args()
     one_thread_each()
+    if args.cells:
+        print("| run | cell | port (s) | x nn.LSTM |\n| --- | --- | ---: | ---: |")
+        for run in args.runs:
+            seconds = cells(run, args.cells, args.rounds)
+            for cell, value in seconds.items():
+                print(f"| {run} | {cell} | {value:.2f} | {value / seconds['lstm']:.2f} |", flush=True)
+        return
     print(f"imports in a fresh interpreter (excluded below): port {import_seconds('port', args.rounds):.1f} s, "
           f"TensorFlow with tf_keras {import_seconds('TF1', args.rounds):.1f} s", flush=True)
     print("| run | validations | port (s) | TF1 graph (s) | Keras (s) | TF1/port | Keras/port |")
