@@ -209,7 +209,9 @@ class LSTMLayer(nn.Module):
         from . import fused  # here, not at import: nothing compiles until a hand-written cell runs
 
         kernels = fused.kernels() if self.fused and x.device.type == "cpu" else None
-        if kernels is not None and not torch.is_grad_enabled():  # evaluation: no activations kept for a backward pass
+        # Evaluation keeps no activations for a backward pass; a trace (TensorBoard's graph) records
+        # only the autograd Function, not a call into the module.
+        if kernels is not None and not torch.is_grad_enabled() and not torch.jit.is_tracing():
             peephole = self.peephole if self.peephole is not None else x.new_empty(0)
             hs, c = kernels.forward_inference(x_proj.view(steps, batch, -1), state[0], state[1], self.weight_hh, peephole)
         else:

@@ -286,3 +286,13 @@ def test_a_run_without_a_logger_writes_no_config_into_the_working_directory(conf
     main(["fit", "--config", config_path("sine"), "--trainer.logger=false", "--trainer.max_steps=2",
           "--trainer.callbacks=[]"])
     assert (tmp_path / "config.yaml").read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("cell", ["lstm_peephole", "lstm_cec"])
+def test_a_hand_written_cell_trains_through_the_cli_with_its_graph_logged(cell, tmp_path):
+    """The whole CLI path with each hand-written cell, TensorBoard's traced graph included (a trace
+    must see the autograd Function, not the kernels' forward-only call it makes under no_grad)."""
+    main(["fit", "--config", str(ROOT / "configs" / "adding.yaml"), f"--model.init_args.net.cell={cell}",
+          "--data.init_args.t=20", "--data.init_args.n_sequence=300", "--trainer.max_steps=3",
+          "--trainer.val_check_interval=3", f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    assert (tmp_path / "adding" / "version_0" / "checkpoints" / "last.ckpt").is_file()
