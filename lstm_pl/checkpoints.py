@@ -77,8 +77,9 @@ class Checkpoints(ModelCheckpoint):
 
     The best-by-``monitor`` checkpoints are chosen as Lightning chooses them, and each is taken (its
     state copied in memory) at the validation that found it, but written with the next write of
-    ``last.ckpt`` (before it), as are the deletions of the best checkpoints it replaces: so every
-    ``last.ckpt`` names best checkpoints that are on disk, a kill leaves the previous best in place,
+    ``last.ckpt`` (before it); the best checkpoints it replaces are deleted only after a ``last.ckpt``
+    naming its successor is written (at a run's end whose weights are not finite, none is: they
+    stay). So every ``last.ckpt`` names best checkpoints that are on disk, a kill leaves the previous best in place,
     and a run that validates every step (sine: 119 new bests in 500 steps) pays for one dump, not a
     file write and a deletion, per new best. ``last_every_seconds: 0`` (or ``save_last: false``)
     writes them at once, as Lightning does.
@@ -122,17 +123,25 @@ class Checkpoints(ModelCheckpoint):
                 super()._remove_checkpoint(trainer, filepath)
 
     def _write_held(self, trainer: pl.Trainer) -> None:
-        """Write the held best checkpoints, then delete those they replaced."""
-        if not (self.held or self.doomed):
+        """Write the held best checkpoints (the files they replace stay until a ``last.ckpt`` that
+        no longer names them is written: ``_delete_doomed``)."""
+        if not self.held:
             return
         for filepath, checkpoint in list(self.held.items()):
             trainer.strategy.save_checkpoint(checkpoint, filepath)
             del self.held[filepath]
-        while self.doomed:
-            super()._remove_checkpoint(trainer, self.doomed.pop(0))
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.after_save_checkpoint(proxy(self))
+
+    def _delete_doomed(self, trainer: pl.Trainer) -> None:
+        """Delete the replaced best checkpoints, once a written ``last.ckpt`` names their successors."""
+        while self.doomed:
+            super()._remove_checkpoint(trainer, self.doomed.pop(0))
+
+    def file_exists(self, filepath, trainer: pl.Trainer) -> bool:
+        """A held checkpoint's name is taken, as a written one's is (Lightning's version counter asks)."""
+        return str(filepath) in self.held or super().file_exists(filepath, trainer)
 
     @property
     def state_key(self) -> str:
@@ -199,6 +208,7 @@ class Checkpoints(ModelCheckpoint):
         """The held best checkpoints, then Lightning's own write of ``last.ckpt``, and when it was made."""
         self._write_held(trainer)
         super()._save_last_checkpoint(trainer, monitor_candidates)
+        self._delete_doomed(trainer)
         self.last_written_at, self.last_written_step = time.monotonic(), trainer.global_step
 
     def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict) -> None:
@@ -222,7 +232,7 @@ class Checkpoints(ModelCheckpoint):
     def on_train_end(self, trainer, pl_module):
         super().on_train_end(trainer, pl_module)
         self._save_last_now(trainer)
-        self._write_held(trainer)  # also where last.ckpt was written at this step already
+        self._write_held(trainer)  # also where last.ckpt was written at this step already, or not at all
 
     def on_exception(self, trainer, pl_module, exception):
         if trainer.state.fn == "fit":

@@ -177,8 +177,12 @@ std::vector<torch::Tensor> forward_inference(torch::Tensor x_proj, torch::Tensor
   const int64_t gates = x_proj.size(2) / hidden;
   auto act = x_proj.new_empty({batch, gates * hidden});
   auto h = x_proj.new_empty({steps, batch, hidden});
-  auto c = c0.clone(at::MemoryFormat::Contiguous), c_next = torch::empty_like(c), tanh_c = torch::empty_like(c);
-  auto h_prev = h0.contiguous();
+  // The state copied into buffers of the step's own shape and dtype, as forward does (copy_ broadcasts,
+  // converts, and refuses what does not fit).
+  auto h_prev = x_proj.new_empty({batch, hidden}), c = x_proj.new_empty({batch, hidden});
+  h_prev.copy_(h0);
+  c.copy_(c0);
+  auto c_next = torch::empty_like(c), tanh_c = torch::empty_like(c);
   auto w_hh_t = weight_hh.t().contiguous();
   auto peep = peephole.numel() ? peephole.contiguous() : peephole;
   auto x_t = x_proj.unbind(0), h_t = h.unbind(0);

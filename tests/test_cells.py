@@ -167,6 +167,18 @@ def test_evaluation_without_gradients_gives_the_training_forwards_outputs(cell, 
         assert torch.equal(a.detach(), b) and not b.requires_grad
 
 
+def test_evaluation_takes_the_state_as_the_training_forward_does():
+    """A state that broadcasts is taken, one that does not fit is an error, under ``no_grad`` as with grad."""
+    kernels_for("fused")
+    layer = make_recurrent("lstm_peephole", 3, 8).layers[0]
+    x = torch.randn(4, 5, 3)
+    state = (torch.randn(4, 8), torch.randn(1, 8))
+    with torch.no_grad():
+        assert torch.equal(layer(x, state)[0], layer(x, (state[0], state[1].expand(4, 8)))[0])
+        with pytest.raises(RuntimeError):
+            layer(x, (state[0], torch.randn(2, 8)))
+
+
 def test_a_failed_build_falls_back_to_the_eager_loop_with_one_line(monkeypatch, caplog):
     def broken(verbose=False):
         raise OSError("no C++ compiler\nsecond line of the compiler's complaint")

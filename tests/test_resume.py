@@ -486,3 +486,67 @@ def test_loss_curves_state_is_packed_incrementally_to_the_same_tensors():
     fresh = LossCurves()
     fresh.load_state_dict(second)
     assert all(torch.equal(fresh.state_dict()[c][k], second[c][k]) for c in ("train", "val") for k in ("steps", "values"))
+
+
+def test_held_best_checkpoints_keep_every_file_a_last_checkpoint_names(tmp_path, monkeypatch):
+    """Three ways a held best could break the promise that ``last.ckpt`` names files on disk: a
+    filename without the step (Lightning's version counter must see held names as taken), a run
+    ending with non-finite weights (no new ``last.ckpt``: the replaced files must stay), a failed
+    write of ``last.ckpt`` (the replaced files must stay)."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lstm_pl.checkpoints import Checkpoints
+
+    class Scored(pl.LightningModule):
+        def __init__(self, poison_at=None):
+            super().__init__()
+            self.layer, self.poison_at = torch.nn.Linear(2, 1), poison_at
+
+        def training_step(self, batch, batch_idx):
+            if self.global_step + 1 == self.poison_at:
+                with torch.no_grad():
+                    self.layer.weight.fill_(float("nan"))
+            return self.layer(batch[0]).square().mean()
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val/loss", torch.tensor(1.0 / (self.global_step + 1)))  # a new best every step
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    def run(folder, steps, module, **settings):
+        callback = Checkpoints(dirpath=str(folder), monitor="val/loss", save_last=True, last_every_seconds=3600,
+                               auto_insert_metric_name=False, save_on_train_epoch_end=False,
+                               **{"filename": "best-{step}", **settings})
+        trainer = pl.Trainer(max_steps=steps, val_check_interval=1, limit_val_batches=1, logger=False,
+                             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                             callbacks=[callback], plugins=[AtomicCheckpointIO()])
+        data = lambda n: DataLoader(TensorDataset(torch.randn(n, 2)), batch_size=1)
+        try:
+            trainer.fit(module, data(40), data(2))
+        except OSError:
+            pass
+
+    def named(folder):
+        state = [s for s in torch.load(folder / "last.ckpt", weights_only=True)["callbacks"].values()
+                 if "best_model_path" in s][0]
+        paths = {state["best_model_path"], state["kth_best_model_path"], *state["best_k_models"]} - {""}
+        return {Path(p).name for p in paths}, {Path(p).name for p in paths if not Path(p).is_file()}
+
+    run(tmp_path / "names", 4, Scored(), save_top_k=-1, filename="best")
+    assert named(tmp_path / "names") == ({"best.ckpt", "best-v1.ckpt", "best-v2.ckpt", "best-v3.ckpt"}, set())
+
+    run(tmp_path / "nonfinite", 6, Scored(poison_at=6))
+    assert named(tmp_path / "nonfinite") == ({"best-1.ckpt"}, set())
+
+    save = AtomicCheckpointIO.save_checkpoint
+
+    def full_disk(self, checkpoint, path, storage_options=None):
+        if Path(path).name == "last.ckpt" and checkpoint["global_step"] > 1:
+            raise OSError(28, "No space left on device", str(path))
+        save(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", full_disk)
+    run(tmp_path / "full", 5, Scored())
+    assert named(tmp_path / "full") == ({"best-1.ckpt"}, set())
