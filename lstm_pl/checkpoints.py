@@ -95,7 +95,7 @@ class Checkpoints(ModelCheckpoint):
         self.saved_metrics: dict[str, float] = {}
         self.last_written_at, self.last_written_step = -math.inf, None
         self.held: dict[str, dict] = {}  # best checkpoints taken, not yet written: path -> checkpoint
-        self.doomed: list[str] = []  # written best checkpoints to delete once the held ones are written
+        self.doomed: list[str] = []  # replaced best checkpoints, deleted once a last.ckpt naming their successors is written
 
     @property
     def holding(self) -> bool:
@@ -115,7 +115,7 @@ class Checkpoints(ModelCheckpoint):
 
     def _remove_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         """A held checkpoint replaced before it was written is dropped; a written one is deleted
-        after the held ones are written (``_write_held``)."""
+        once a ``last.ckpt`` naming its successor is written (``_delete_doomed``)."""
         if self.held.pop(filepath, None) is None:
             if self.holding:
                 self.doomed.append(filepath)
