@@ -29,8 +29,10 @@ NAME = "lstm_pl_fused"
 SOURCE = Path(__file__).with_name("fused_lstm.cpp")
 # -ffast-math on the compile line only (never the link line, where GCC would add crtfastmath.o and
 # flush denormals process-wide): it lets GCC vectorise exp and tanh through glibc's libmvec.
-CFLAGS = ["-O3", "-march=native", "-ffast-math"]
-LDFLAGS = ["-lm"]  # glibc's libm brings libmvec, the vector exp and tanh
+# -fopenmp: at::parallel_for is inline OpenMP in torch's headers, serial in a module built without it.
+# The module then needs libgomp.so.1, which resolves to the copy torch has already loaded (one pool).
+CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
+LDFLAGS = ["-lm", "-fopenmp"]  # glibc's libm brings libmvec, the vector exp and tanh
 
 log = logging.getLogger(__name__)
 

@@ -134,6 +134,57 @@ def test_unknown_cell():
         make_recurrent("gru", 2, 4)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_kernels_matrix_products_at_every_block_shape(dtype, threads):
+    """The compiled products (register blocks of up to 6 rows by 4 vectors, the last vector partial,
+    rows past 64 on another thread) against torch's, at shapes that leave every kind of remainder."""
+    kernels = kernels_for("fused")
+    torch.manual_seed(5)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
+    try:
+        for m, k, n in [(1, 1, 1), (10, 100, 400), (7, 3, 37), (130, 17, 200), (65, 2, 16), (3, 250, 9), (0, 4, 5)]:
+            x, weight, bias = torch.randn(m, k, dtype=dtype), torch.randn(n, k, dtype=dtype), torch.randn(n, dtype=dtype)
+            torch.testing.assert_close(kernels.linear(x, weight, bias), torch.addmm(bias, x, weight.t()), **tol)
+            torch.testing.assert_close(kernels.linear(x, weight, bias[:0]), x @ weight.t(), **tol)
+            a = torch.randn(m, n, dtype=dtype)
+            torch.testing.assert_close(kernels.matmul(a, weight), a @ weight, **tol)
+            torch.testing.assert_close(kernels.matmul_tn(a, x), a.t() @ x, **tol)
+            strided = torch.randn(n, m, dtype=dtype).t()  # not contiguous: copied first
+            torch.testing.assert_close(kernels.matmul_tn(strided, x), strided.t() @ x, **tol)
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("cell", ["lstm_peephole", "lstm_cec"])
+def test_fused_cell_at_a_large_batch_on_two_threads_matches_its_equations(cell):
+    """Batch 130 (rows split between threads), hidden 37 (no whole vector of gates): forward, gradients
+    and the evaluation kernel against the equations, float64."""
+    kernels_for("fused")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(6)
+        layer = make_recurrent(cell, 3, 37).layers[0]
+        x, h0, c0 = torch.randn(130, 6, 3), torch.randn(130, 37), torch.randn(130, 37)
+        params = [layer.weight_ih, layer.weight_hh, layer.bias, *([layer.peephole] if layer.peephole is not None else [])]
+        out, (h, c) = layer(x, (h0, c0))
+        ref = reference_lstm(x, h0, c0, layer.weight_ih, layer.weight_hh, layer.bias, layer.peephole, layer.forget_gate)
+        for mine, expected in zip((out, h, c), ref):
+            torch.testing.assert_close(mine, expected, rtol=0, atol=1e-12)
+        weights = torch.randn_like(out)
+        mine = torch.autograd.grad((out * weights).sum() + c.sum(), params)
+        expected = torch.autograd.grad((ref[0] * weights).sum() + ref[2].sum(), params)
+        for a, b in zip(mine, expected):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        with torch.no_grad():
+            assert torch.equal(layer(x, (h0, c0))[0], out.detach())
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_fused_and_eager_agree_in_float32():
     """The compiled loop against the eager one at a training shape, in float32 (rounding only)."""
     kernels_for("fused")
