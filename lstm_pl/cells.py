@@ -229,22 +229,103 @@ class LSTMLayer(nn.Module):
         from . import fused  # here, not at import: nothing compiles until a hand-written cell runs
 
         kernels = fused.kernels() if self.fused and x.device.type == "cpu" else None
-        # Evaluation keeps no activations for a backward pass, and projects each step's input inside the
-        # loop; a trace (TensorBoard's graph) records only the autograd Functions, not a call into the module.
-        if kernels is not None and not torch.is_grad_enabled() and not torch.jit.is_tracing():
-            peephole = self.peephole if self.peephole is not None else x.new_empty(0)
-            hs, c = kernels.forward_inference(x, self.weight_ih, self.bias, state[0], state[1], self.weight_hh,
-                                              peephole)
-            return hs.transpose(0, 1), (hs[-1], c)
-        # W x + b for every step at once, time-major: the loop only adds U h.
-        x_flat = x.transpose(0, 1).reshape(steps * batch, -1)
-        if kernels is not None:
-            x_proj = InputProjection.apply(x_flat, self.weight_ih, self.bias, kernels)
-        else:
-            x_proj = torch.addmm(self.bias, x_flat, self.weight_ih.t())
-        hs, c = LSTMRecurrence.apply(x_proj.view(steps, batch, -1), state[0], state[1], self.weight_hh,
-                                     self.peephole, kernels)
+        return run_layer(x, state, self.weight_ih, self.bias, self.weight_hh, self.peephole, kernels)
+
+
+def run_layer(x: Tensor, state: tuple[Tensor, Tensor], weight_ih: Tensor, bias: Tensor, weight_hh: Tensor,
+              peephole: Tensor | None, kernels) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """One LSTM layer over x (B, T, F) from state (h, c) each (B, H), with the weights in PyTorch's
+    layout (``LSTMLayer``'s): on the compiled ``kernels``, or eagerly where they are None.
+    Returns outputs (B, T, H) and the final (h, c)."""
+    batch, steps, _ = x.shape
+    # Evaluation keeps no activations for a backward pass, and projects each step's input inside the
+    # loop; a trace (TensorBoard's graph) records only the autograd Functions, not a call into the module.
+    if kernels is not None and not torch.is_grad_enabled() and not torch.jit.is_tracing():
+        hs, c = kernels.forward_inference(x, weight_ih, bias, state[0], state[1], weight_hh,
+                                          peephole if peephole is not None else x.new_empty(0))
         return hs.transpose(0, 1), (hs[-1], c)
+    # W x + b for every step at once, time-major: the loop only adds U h.
+    x_flat = x.transpose(0, 1).reshape(steps * batch, -1)
+    if kernels is not None:
+        x_proj = InputProjection.apply(x_flat, weight_ih, bias, kernels)
+    else:
+        x_proj = torch.addmm(bias, x_flat, weight_ih.t())
+    hs, c = LSTMRecurrence.apply(x_proj.view(steps, batch, -1), state[0], state[1], weight_hh, peephole, kernels)
+    return hs.transpose(0, 1), (hs[-1], c)
+
+
+class LSTM(nn.LSTM):
+    """``nn.LSTM`` (its parameters, state dict, equations and interface), run on the hand-written
+    cells' compiled kernels (forget gate, no peepholes) where they are faster for its shape.
+
+    On the CPU, at the sizes of this project's tasks, the compiled loop beats oneDNN's LSTM
+    (BENCHMARKS.md: 0.65x its step time at the sine's shape, 0.95x at the adding problem's); at
+    other sizes and on other CPUs it may not. So for each shape (batch, input, hidden, layers,
+    dtype, training or evaluation) both are timed once on this machine and the faster is
+    remembered (``lstm_pl.fused.choose``; ``LSTM_PL_LSTM=onednn`` or ``fused`` fixes the choice).
+    Either way the same weights give the same results to rounding; a machine's choice stays the same
+    from run to run, so that its runs repeat bit for bit. Elsewhere (GPU, packed sequences, a
+    bidirectional or projected stack, ``torch.compile``, a trace such as TensorBoard's graph) it is
+    ``nn.LSTM`` itself.
+    """
+
+    def forward(self, x, state=None):
+        kernels = self.compiled_kernels(x)
+        if kernels is None:
+            return super().forward(x, state)
+        if state is None:
+            zeros = x.new_zeros(self.num_layers, x.shape[0], self.hidden_size)
+            state = (zeros, zeros)
+        return self.run_compiled(x, state, kernels, dropout=self.training and self.dropout > 0)
+
+    def run_compiled(self, x: Tensor, state: tuple[Tensor, Tensor], kernels, dropout: bool):
+        """The stack on the compiled kernels: nn.LSTM's layers, its dropout between them."""
+        hs, cs = [], []
+        for k in range(self.num_layers):
+            if k > 0 and dropout:
+                x = nn.functional.dropout(x, self.dropout, training=True)
+            bias = getattr(self, f"bias_ih_l{k}") + getattr(self, f"bias_hh_l{k}")
+            x, (h, c) = run_layer(x, (state[0][k], state[1][k]), getattr(self, f"weight_ih_l{k}"), bias,
+                                  getattr(self, f"weight_hh_l{k}"), None, kernels)
+            hs.append(h)
+            cs.append(c)
+        return x, (torch.stack(hs), torch.stack(cs))
+
+    def compiled_kernels(self, x):
+        """The compiled kernels where this call should run on them, else None."""
+        from . import fused
+
+        if not (isinstance(x, Tensor) and x.dim() == 3 and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+                and self.batch_first and self.bias and not self.bidirectional and self.proj_size == 0
+                and all(p.dtype == x.dtype for p in self.parameters())
+                and not torch.compiler.is_compiling() and not torch.jit.is_scripting() and not torch.jit.is_tracing()):
+            return None
+        setting = fused.lstm_setting()
+        kernels = fused.kernels() if setting != "onednn" else None
+        if kernels is None or setting == "fused":
+            return kernels
+        grad = torch.is_grad_enabled()
+        key = (f"nn.LSTM batch {x.shape[0]}, input {self.input_size}, hidden {self.hidden_size}, "
+               f"{self.num_layers} layer{'s' if self.num_layers > 1 else ''}, {str(x.dtype).removeprefix('torch.')}, {'training' if grad else 'evaluation'}")
+        return kernels if fused.choose(key, self.contenders(x, kernels, grad), prefer="fused") == "fused" else None
+
+    def contenders(self, x: Tensor, kernels, grad: bool) -> dict:
+        """Both paths on a sample of x's shape (at most 32 steps), without dropout, leaving no trace:
+        no gradient stored, the random generator's state restored."""
+        with torch.random.fork_rng(devices=[]):
+            sample = torch.randn(x.shape[0], min(x.shape[1], 32), x.shape[2], dtype=x.dtype)
+        zeros = sample.new_zeros(self.num_layers, x.shape[0], self.hidden_size)
+        weights = [p for p in self.parameters() if p.requires_grad]
+
+        def timed(forward):
+            def run():
+                out, (h, c) = forward()
+                if grad and weights:
+                    torch.autograd.grad(out.sum() + c.sum(), weights, allow_unused=True)
+            return run
+
+        return {"fused": timed(lambda: self.run_compiled(sample, (zeros, zeros), kernels, dropout=False)),
+                "onednn": timed(lambda: super(LSTM, self).forward(sample, (zeros, zeros)))}
 
 
 class StackedLSTM(nn.Module):
@@ -274,7 +355,7 @@ def make_recurrent(cell: str, input_size: int, hidden_size: int, num_layers: int
     if cell == "rnn":
         return nn.RNN(input_size, hidden_size, nonlinearity="tanh", batch_first=True, **common)
     if cell == "lstm":
-        return nn.LSTM(input_size, hidden_size, batch_first=True, **common)
+        return LSTM(input_size, hidden_size, batch_first=True, **common)
     if cell == "lstm_peephole":
         return StackedLSTM(input_size, hidden_size, peephole=True, **common)
     if cell == "lstm_cec":

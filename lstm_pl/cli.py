@@ -29,7 +29,7 @@ import torch
 from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from . import runtime
+from . import fused, runtime
 from .averaging import WeightAveraging
 from .cache import NeuralCache
 from .dynamic import DynamicEvaluation
@@ -260,6 +260,7 @@ def main(args: list[str] | None = None) -> None:
 
     previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        fused.lstm_setting()  # an unknown LSTM_PL_LSTM fails here, before a run folder is made
         CLI(args=args)
     except SystemExit:  # Lightning's SIGTERMException, or its sys.exit(1) after a KeyboardInterrupt
         if not received:

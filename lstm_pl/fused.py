@@ -16,14 +16,19 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import json
 import logging
 import os
+import platform
+import statistics
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-from .errors import first_line
+from .errors import ConfigError, first_line
 
 NAME = "lstm_pl_fused"
 SOURCE = Path(__file__).with_name("fused_lstm.cpp")
@@ -78,6 +83,102 @@ def kernels():
     except Exception as error:  # noqa: BLE001 - any build failure means: run the eager path
         log.warning("lstm_pl: fused LSTM kernels unavailable (%s); the hand-written cells run eagerly", first_line(error))
         return None
+
+
+LSTM_SETTING = "LSTM_PL_LSTM"
+LSTM_CHOICES = ("auto", "onednn", "fused")
+
+
+def lstm_setting() -> str:
+    """Which kernels ``cell: lstm`` runs on, from ``LSTM_PL_LSTM``: ``auto`` (the default: the faster
+    for each shape, measured once per machine), ``onednn`` (always ``nn.LSTM``'s own) or ``fused``
+    (always the compiled ones, where they build)."""
+    value = os.environ.get(LSTM_SETTING, "auto")
+    if value not in LSTM_CHOICES:
+        raise ConfigError(f"{LSTM_SETTING}={value!r}: choose one of {', '.join(LSTM_CHOICES)}")
+    return value
+
+
+def machine() -> str:
+    """The CPU model, as the measured choices are keyed by it (a home folder may be shared)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def seconds(run: Callable[[], object]) -> float:
+    """The wall time of one call."""
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def choose(key: str, contenders: dict[str, Callable[[], object]], prefer: str, margin: float = 0.95,
+           repeats: int = 5) -> str:
+    """The contender to run for ``key``, measured once per machine and remembered in
+    ``choices.json`` beside the compiled module: ``prefer`` where its median time is at most
+    ``margin`` times the other's (a near tie keeps the other, so that noise does not flip a choice
+    back and forth), else the other. The contenders are timed interleaved, after two warm-up calls each."""
+    remembered_choice = remembered(key)
+    if remembered_choice is not None:
+        return remembered_choice
+    for run in contenders.values():
+        run(), run()
+    times = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, run in contenders.items():
+            times[name].append(seconds(run))
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    other = next(name for name in contenders if name != prefer)
+    choice = prefer if medians[prefer] <= margin * medians[other] else other
+    path = choices_path()
+    log.info("lstm_pl: %s runs on %s (%s; measured once, remembered in %s)", key, choice,
+             ", ".join(f"{name} {seconds * 1e3:.2f} ms" for name, seconds in medians.items()), path)
+    choices = read_choices(path)  # another process may have added some meanwhile
+    choices[choice_key(key)] = choice
+    write_choices(path, choices)
+    return choice
+
+
+def choices_path() -> Path:
+    """Where the measured choices are remembered: beside the compiled module (so a new kernel
+    source is measured afresh)."""
+    return build_directory() / "choices.json"
+
+
+def choice_key(key: str) -> str:
+    return f"{machine()} | {torch.get_num_threads()} threads | {key}"
+
+
+def remembered(key: str) -> str | None:
+    """The choice made for ``key`` on this machine, or None where none was measured yet."""
+    return read_choices(choices_path()).get(choice_key(key))
+
+
+def read_choices(path: Path) -> dict[str, str]:
+    """The remembered choices; none where the file is missing or unreadable (they are measured again)."""
+    try:
+        choices = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return choices if isinstance(choices, dict) else {}
+
+
+def write_choices(path: Path, choices: dict[str, str]) -> None:
+    """Written whole to a temporary file and renamed over the old one; a failure costs a later
+    measurement, never the run."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}")
+        temporary.write_text(json.dumps(choices, indent=1, sort_keys=True) + "\n")
+        os.replace(temporary, path)
+    except OSError as error:
+        log.warning("lstm_pl: could not remember the kernel choices in %s (%s)", path, first_line(error))
 
 
 def main() -> None:

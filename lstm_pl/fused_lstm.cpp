@@ -18,7 +18,13 @@
 
 namespace {
 
-template <typename T> inline T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
+// σ(x) = 1 / (1 + e^-x), with e^-x kept finite: under -ffast-math GCC divides by a reciprocal estimate
+// and a Newton step, which turns 1 / inf into NaN where a gate saturates (x below -88 in float32).
+// Capped at e^80 (e^700 in float64), σ is at most 2e-35 there instead of 0.
+template <typename T> inline T sigmoid(T x) {
+  constexpr T cap = std::is_same_v<T, float> ? T(80) : T(700);
+  return T(1) / (T(1) + std::exp(std::min(-x, cap)));
+}
 
 // Rows of the batch per thread chunk: small states stay on one thread.
 inline int64_t grain(int64_t hidden) { return std::max<int64_t>(1, 16384 / hidden); }

@@ -245,3 +245,77 @@ def test_a_failed_build_falls_back_to_the_eager_loop_with_one_line(monkeypatch, 
         fused.kernels.cache_clear()
     notices = [r.getMessage() for r in caplog.records if r.name == "lstm_pl.fused"]
     assert len(notices) == 1 and "no C++ compiler" in notices[0] and "\n" not in notices[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("cell", ["lstm_peephole", "lstm_cec"])
+def test_saturated_gates_stay_finite_on_the_compiled_kernels(cell, dtype):
+    """Pre-activations of ±1e4 (weights blown up by a too-large learning rate) saturate every gate to
+    0 or 1, as the eager path and oneDNN have it; the compiled sigmoid once made them NaN (1 / inf
+    through -ffast-math's reciprocal estimate)."""
+    kernels_for("fused")
+    layer = make_recurrent(cell, 3, 20).layers[0].to(dtype)
+    with torch.no_grad():
+        layer.weight_ih.mul_(1e4)
+    x = torch.randn(4, 6, 3, dtype=dtype)
+    out, (h, c) = layer(x)
+    assert torch.isfinite(out).all() and torch.isfinite(c).all()
+    grads = torch.autograd.grad(out.sum() + c.sum(), [layer.weight_hh, layer.bias])
+    assert all(torch.isfinite(g).all() for g in grads)
+    layer.fused = False
+    torch.testing.assert_close(layer(x)[0], out, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_nn_lstm_on_the_compiled_kernels_is_nn_lstm(layers, monkeypatch):
+    """``cell: lstm`` forced onto the compiled kernels (``LSTM_PL_LSTM=fused``): nn.LSTM's parameters
+    and state dict, its outputs, final state and gradients (float64, 1e-12), with a carried state
+    and a frozen second bias, and the same under ``no_grad``."""
+    kernels_for("fused")
+    monkeypatch.setenv("LSTM_PL_LSTM", "fused")
+    torch.manual_seed(7)
+    mine = make_recurrent("lstm", 3, 9, num_layers=layers)
+    reference = torch.nn.LSTM(3, 9, num_layers=layers, batch_first=True)
+    reference.load_state_dict(mine.state_dict())
+    assert list(mine.state_dict()) == list(reference.state_dict())
+    for rnn in (mine, reference):
+        rnn.bias_hh_l0.requires_grad_(False)
+    x, state = torch.randn(5, 13, 3), (torch.randn(layers, 5, 9), torch.randn(layers, 5, 9))
+    results = []
+    for rnn in (mine, reference):
+        out, (h, c) = rnn(x, state)
+        weights = [p for p in rnn.parameters() if p.requires_grad]
+        results.append((out, h, c, *torch.autograd.grad(out.square().sum() + c.sum(), weights)))
+        with torch.no_grad():
+            results[-1] += (rnn(x, state)[0],)
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_nn_lstm_runs_on_the_kernels_measured_faster_once_per_machine(monkeypatch, tmp_path, caplog):
+    """``LSTM_PL_LSTM=auto``: both paths are timed once per shape (interleaved, medians), the faster
+    kept where it wins by 5%, remembered on disk for later processes, and the measurement neither
+    draws from the random generator nor leaves gradients behind."""
+    kernels_for("fused")
+    monkeypatch.setenv("LSTM_PL_LSTM", "auto")
+    monkeypatch.setattr(fused, "build_directory", lambda: tmp_path)
+    timed = []
+
+    def seconds_of(run):
+        timed.append(run)
+        return 1.0 if len(timed) % 2 else 0.5  # the contenders alternate: fused, then oneDNN
+    monkeypatch.setattr(fused, "seconds", seconds_of)
+    rnn = make_recurrent("lstm", 2, 8)
+    x = torch.randn(4, 6, 2)
+    before = torch.get_rng_state()
+    with caplog.at_level("INFO", logger="lstm_pl.fused"):
+        rnn(x)
+    assert torch.equal(torch.get_rng_state(), before) and all(p.grad is None for p in rnn.parameters())
+    assert len(timed) == 10 and "runs on onednn (fused 1000.00 ms, onednn 500.00 ms" in caplog.text
+    choices = (tmp_path / "choices.json").read_text()
+    assert "batch 4, input 2, hidden 8, 1 layer, float64, training" in choices and '"onednn"' in choices
+    rnn(x), make_recurrent("lstm", 2, 8)(x)  # remembered: nothing timed again
+    assert len(timed) == 10
+    with torch.no_grad():  # evaluation is its own shape
+        rnn(x)
+    assert len(timed) == 20 and "evaluation" in (tmp_path / "choices.json").read_text()

@@ -119,6 +119,14 @@ def test_what_the_machine_or_an_optimizer_refuses_is_one_line(config_path, tmp_p
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
+def test_an_unknown_lstm_kernel_setting_is_one_line_before_anything_is_written(config_path, tmp_path, capsys,
+                                                                              monkeypatch):
+    monkeypatch.setenv("LSTM_PL_LSTM", "mkl")
+    line = one_error_line(capsys, "fit", "--config", config_path("sine"), f"--trainer.logger.init_args.save_dir={tmp_path}")
+    assert line == "lstm_pl: error: LSTM_PL_LSTM='mkl': choose one of auto, onednn, fused", line
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_batch_larger_than_memory_is_refused_before_it_is_drawn(config_path, tmp_path, capsys, monkeypatch):
     """Drawn with replacement, a batch can be far larger than the data: one whose rows alone exceed
     the free memory is one line naming the key, at once and before the run writes anything (in the
