@@ -22,7 +22,8 @@ Notation (one layer, one time step; ⊙ is the element-wise product, σ the logi
 variants the library lacks are written here by hand (``LSTMLayer``), with the input projection
 of all time steps done in one matrix product so that only the recurrence is a loop: on the CPU a
 compiled one (``fused_lstm.cpp``, see ``lstm_pl.fused``), elsewhere or where it cannot be built
-the eager PyTorch loop below. Both compute the same equations.
+the eager PyTorch loop below. Both compute the same equations. ``lstm``'s ``nn.LSTM`` (``LSTM``)
+runs its own weights on that compiled loop where it is measured faster than oneDNN for its shape.
 """
 
 from __future__ import annotations
@@ -254,19 +255,48 @@ def run_layer(x: Tensor, state: tuple[Tensor, Tensor], weight_ih: Tensor, bias: 
     return hs.transpose(0, 1), (hs[-1], c)
 
 
-class LSTM(nn.LSTM):
-    """``nn.LSTM`` (its parameters, state dict, equations and interface), run on the hand-written
-    cells' compiled kernels (forget gate, no peepholes) where they are faster for its shape.
+class RNNRecurrence(torch.autograd.Function):
+    """The recurrence of a plain tanh RNN layer on the compiled kernels, h' = tanh(x_proj + h Uᵀ),
+    with its backward pass written out (δa = δh ⊙ (1 - h'²), δh₋ = δa U, dU = Σ_t δa_tᵀ h_{t-1}).
+    Input: ``x_proj`` (T, B, H) = W x_t + b, ``h0`` (B, H), ``weight_hh`` (H, H); output (T, B, H)."""
 
-    On the CPU, at the sizes of this project's tasks, the compiled loop beats oneDNN's LSTM
-    (BENCHMARKS.md: 0.65x its step time at the sine's shape, 0.95x at the adding problem's); at
-    other sizes and on other CPUs it may not. So for each shape (batch, input, hidden, layers,
-    dtype, training or evaluation) both are timed once on this machine and the faster is
-    remembered (``lstm_pl.fused.choose``; ``LSTM_PL_LSTM=onednn`` or ``fused`` fixes the choice).
-    Either way the same weights give the same results to rounding; a machine's choice stays the same
-    from run to run, so that its runs repeat bit for bit. Elsewhere (GPU, packed sequences, a
-    bidirectional or projected stack, ``torch.compile``, a trace such as TensorBoard's graph) it is
-    ``nn.LSTM`` itself.
+    @staticmethod
+    def forward(ctx, x_proj, h0, weight_hh, kernels):
+        h = kernels.rnn_forward(x_proj, h0, weight_hh)
+        ctx.save_for_backward(h, weight_hh)
+        ctx.kernels = kernels
+        return h[1:]
+
+    @staticmethod
+    def backward(ctx, grad_hs):
+        h, weight_hh = ctx.saved_tensors
+        grad_a, grad_h0 = ctx.kernels.rnn_backward(grad_hs, h, weight_hh)
+        steps, batch, hidden = grad_a.shape
+        grad_weight_hh = ctx.kernels.matmul_tn(grad_a.view(steps * batch, hidden), h[:-1].reshape(steps * batch, hidden))
+        return grad_a, grad_h0, grad_weight_hh, None
+
+
+def run_rnn_layer(x: Tensor, h0: Tensor, weight_ih: Tensor, bias: Tensor, weight_hh: Tensor, kernels) -> Tensor:
+    """One tanh RNN layer over x (B, T, F) from h0 (B, H) on the compiled kernels: outputs (B, T, H)."""
+    batch, steps, _ = x.shape
+    if not torch.is_grad_enabled():
+        return kernels.rnn_forward_inference(x, weight_ih, bias, h0, weight_hh).transpose(0, 1)
+    x_proj = InputProjection.apply(x.transpose(0, 1).reshape(steps * batch, -1), weight_ih, bias, kernels)
+    return RNNRecurrence.apply(x_proj.view(steps, batch, -1), h0, weight_hh, kernels).transpose(0, 1)
+
+
+class CompiledWhereFaster:
+    """For ``nn.LSTM`` and ``nn.RNN`` (``LSTM``, ``RNN`` below): the module's own parameters, state
+    dict, equations and interface, run on the compiled kernels of ``lstm_pl.fused`` where they are
+    faster for its shape.
+
+    On the CPU, at the sizes of this project's tasks, the compiled loop beats oneDNN's (BENCHMARKS.md);
+    at other sizes and on other CPUs it may not. So for each shape (batch, input, hidden, layers,
+    dtype, training or evaluation) both are timed once on this machine and the faster is remembered
+    (``lstm_pl.fused.choose``; ``LSTM_PL_LSTM=onednn`` or ``fused`` fixes the choice). Either way the
+    same weights give the same results to rounding; a machine's choice stays the same from run to
+    run, so that its runs repeat bit for bit. Elsewhere (GPU, packed sequences, a bidirectional or
+    projected stack, ``torch.compile``, a trace such as TensorBoard's graph) it is the module itself.
     """
 
     def forward(self, x, state=None):
@@ -275,29 +305,35 @@ class LSTM(nn.LSTM):
             return super().forward(x, state)
         if state is None:
             zeros = x.new_zeros(self.num_layers, x.shape[0], self.hidden_size)
-            state = (zeros, zeros)
+            state = (zeros, zeros) if isinstance(self, nn.LSTM) else zeros
         return self.run_compiled(x, state, kernels, dropout=self.training and self.dropout > 0)
 
-    def run_compiled(self, x: Tensor, state: tuple[Tensor, Tensor], kernels, dropout: bool):
-        """The stack on the compiled kernels: nn.LSTM's layers, its dropout between them."""
-        hs, cs = [], []
+    def run_compiled(self, x: Tensor, state, kernels, dropout: bool):
+        """The stack on the compiled kernels: the module's layers, its dropout between them."""
+        finals = []
         for k in range(self.num_layers):
             if k > 0 and dropout:
                 x = nn.functional.dropout(x, self.dropout, training=True)
-            bias = getattr(self, f"bias_ih_l{k}") + getattr(self, f"bias_hh_l{k}")
-            x, (h, c) = run_layer(x, (state[0][k], state[1][k]), getattr(self, f"weight_ih_l{k}"), bias,
-                                  getattr(self, f"weight_hh_l{k}"), None, kernels)
-            hs.append(h)
-            cs.append(c)
-        return x, (torch.stack(hs), torch.stack(cs))
+            weights = (getattr(self, f"weight_ih_l{k}"), getattr(self, f"bias_ih_l{k}") + getattr(self, f"bias_hh_l{k}"),
+                       getattr(self, f"weight_hh_l{k}"))
+            if isinstance(self, nn.LSTM):
+                x, final = run_layer(x, (state[0][k], state[1][k]), weights[0], weights[1], weights[2], None, kernels)
+            else:
+                x = run_rnn_layer(x, state[k], *weights, kernels)
+                final = x[:, -1]
+            finals.append(final)
+        if isinstance(self, nn.LSTM):
+            return x, (torch.stack([h for h, _ in finals]), torch.stack([c for _, c in finals]))
+        return x, torch.stack(finals)
 
     def compiled_kernels(self, x):
         """The compiled kernels where this call should run on them, else None."""
         from . import fused
 
-        if not (isinstance(x, Tensor) and x.dim() == 3 and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+        if not (isinstance(x, Tensor) and x.dim() == 3 and x.device.type == "cpu"
+                and x.dtype in (torch.float32, torch.float64) and all(p.dtype == x.dtype for p in self.parameters())
                 and self.batch_first and self.bias and not self.bidirectional and self.proj_size == 0
-                and all(p.dtype == x.dtype for p in self.parameters())
+                and getattr(self, "nonlinearity", "tanh") == "tanh"
                 and not torch.compiler.is_compiling() and not torch.jit.is_scripting() and not torch.jit.is_tracing()):
             return None
         setting = fused.lstm_setting()
@@ -305,8 +341,9 @@ class LSTM(nn.LSTM):
         if kernels is None or setting == "fused":
             return kernels
         grad = torch.is_grad_enabled()
-        key = (f"nn.LSTM batch {x.shape[0]}, input {self.input_size}, hidden {self.hidden_size}, "
-               f"{self.num_layers} layer{'s' if self.num_layers > 1 else ''}, {str(x.dtype).removeprefix('torch.')}, {'training' if grad else 'evaluation'}")
+        key = (f"{type(self).__bases__[-1].__name__} batch {x.shape[0]}, input {self.input_size}, hidden {self.hidden_size}, "
+               f"{self.num_layers} layer{'s' if self.num_layers > 1 else ''}, {str(x.dtype).removeprefix('torch.')}, "
+               f"{'training' if grad else 'evaluation'}")
         return kernels if fused.choose(key, self.contenders(x, kernels, grad), prefer="fused") == "fused" else None
 
     def contenders(self, x: Tensor, kernels, grad: bool) -> dict:
@@ -315,17 +352,27 @@ class LSTM(nn.LSTM):
         with torch.random.fork_rng(devices=[]):
             sample = torch.randn(x.shape[0], min(x.shape[1], 32), x.shape[2], dtype=x.dtype)
         zeros = sample.new_zeros(self.num_layers, x.shape[0], self.hidden_size)
+        state = (zeros, zeros) if isinstance(self, nn.LSTM) else zeros
         weights = [p for p in self.parameters() if p.requires_grad]
 
         def timed(forward):
             def run():
-                out, (h, c) = forward()
+                out = forward()[0]
                 if grad and weights:
-                    torch.autograd.grad(out.sum() + c.sum(), weights, allow_unused=True)
+                    torch.autograd.grad(out.sum(), weights, allow_unused=True)
             return run
 
-        return {"fused": timed(lambda: self.run_compiled(sample, (zeros, zeros), kernels, dropout=False)),
-                "onednn": timed(lambda: super(LSTM, self).forward(sample, (zeros, zeros)))}
+        return {"fused": timed(lambda: self.run_compiled(sample, state, kernels, dropout=False)),
+                "onednn": timed(lambda: super(CompiledWhereFaster, self).forward(sample, state))}
+
+
+class LSTM(CompiledWhereFaster, nn.LSTM):
+    """``nn.LSTM`` on the compiled kernels where they are faster for its shape (``CompiledWhereFaster``;
+    BENCHMARKS.md: 0.65x oneDNN's step time at the sine's shape, 0.95x at the adding problem's)."""
+
+
+class RNN(CompiledWhereFaster, nn.RNN):
+    """``nn.RNN`` (tanh) on the compiled kernels where they are faster for its shape (``CompiledWhereFaster``)."""
 
 
 class StackedLSTM(nn.Module):
@@ -353,7 +400,7 @@ def make_recurrent(cell: str, input_size: int, hidden_size: int, num_layers: int
     """The batch-first recurrent stack for ``cell`` (one of ``CELLS``)."""
     common = dict(num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0)
     if cell == "rnn":
-        return nn.RNN(input_size, hidden_size, nonlinearity="tanh", batch_first=True, **common)
+        return RNN(input_size, hidden_size, nonlinearity="tanh", batch_first=True, **common)
     if cell == "lstm":
         return LSTM(input_size, hidden_size, batch_first=True, **common)
     if cell == "lstm_peephole":

@@ -1,16 +1,20 @@
-"""The fused CPU kernels of the hand-written LSTM cells: built once, loaded on first use.
+"""The compiled CPU kernels of the LSTM layers: built once, loaded on first use.
 
-``fused_lstm.cpp`` runs each time step's element-wise work of ``cells.LSTMRecurrence`` in one
-loop, so that a step costs one matrix product and one pass over the state instead of a dozen
-operator launches from Python. It is compiled with the machine's C++ compiler through
-``torch.utils.cpp_extension`` (ninja), into ``~/.cache/lstm_pl/`` keyed by the torch version and the source;
-``make setup`` builds it (``python -m lstm_pl.fused``) so that the first run does not wait.
+``fused_lstm.cpp`` runs each time step of ``cells.LSTMRecurrence`` as one small matrix product
+(a register-blocked loop of its own: MKL is slow at these shapes on AMD CPUs) and one pass over the
+state, instead of a dozen operator launches from Python, and makes the products around the loop
+(the input projection, the weight gradients). The hand-written cells run on it, and so does
+``cell: lstm`` (``cells.LSTM``: ``nn.LSTM``'s weights) for each shape where it is measured faster
+than oneDNN (``choose``, once per machine, remembered in ``choices.json`` beside the module;
+``LSTM_PL_LSTM=onednn`` or ``fused`` fixes the choice). It is compiled with the machine's C++
+compiler through ``torch.utils.cpp_extension`` (ninja), into ``~/.cache/lstm_pl/`` keyed by the
+torch version and the source; ``make setup`` builds it (``python -m lstm_pl.fused``) so that the
+first run does not wait.
 
 Where it cannot be built (no compiler, no ninja) or ``LSTM_PL_FUSED=0`` is set, ``kernels()``
-returns None after one line on the log, and the cells run their eager path: same equations, the
-float64 tests hold for both.
+returns None after one line on the log: the hand-written cells run their eager path and ``cell:
+lstm`` oneDNN's, the same equations; the float64 tests hold for every path.
 """
-
 from __future__ import annotations
 
 import functools

@@ -419,10 +419,96 @@ torch::Tensor matmul_tn(torch::Tensor a, torch::Tensor b) {
   return out_t.t().contiguous();
 }
 
+// The plain RNN layer (nn.RNN's tanh cell) on the same loop:  h' = tanh(x_proj[t] + h Uᵀ).
+namespace {
+template <typename T> void tanh_in_place(T* __restrict__ v, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) v[j] = std::tanh(v[j]);
+}
+}  // namespace
+
+// x_proj (T, B, H), h0 (B, H), weight_hh (H, H). Returns h (T+1, B, H), h[0] = h0.
+torch::Tensor rnn_forward(torch::Tensor x_proj, torch::Tensor h0, torch::Tensor weight_hh) {
+  x_proj = x_proj.contiguous();
+  weight_hh = weight_hh.contiguous();
+  const int64_t steps = x_proj.size(0), batch = x_proj.size(1), hidden = x_proj.size(2), state = batch * hidden;
+  auto h = x_proj.new_empty({steps + 1, batch, hidden});
+  h[0].copy_(h0);
+  AT_DISPATCH_FLOATING_TYPES(x_proj.scalar_type(), "lstm_pl_rnn_forward", [&] {
+    const auto u_t = rows_of<scalar_t>(x_proj, weight_hh.data_ptr<scalar_t>(), hidden, hidden, 1, hidden);
+    const scalar_t* xp = x_proj.data_ptr<scalar_t>();
+    scalar_t* hp = h.data_ptr<scalar_t>();
+    for (int64_t t = 0; t < steps; ++t) {
+      scalar_t* next = hp + (t + 1) * state;
+      small_gemm<scalar_t>(batch, hp + t * state, hidden, 1, u_t, xp + t * state, hidden, next, hidden);
+      tanh_in_place(next, state);
+    }
+  });
+  return h;
+}
+
+// Evaluation from the layer's input x (B, T, F), as forward_inference: a = b + x_t Wᵀ + h Uᵀ per step,
+// in the order of linear() and rnn_forward(). Returns h (T, B, H).
+torch::Tensor rnn_forward_inference(torch::Tensor x, torch::Tensor weight_ih, torch::Tensor bias, torch::Tensor h0,
+                                    torch::Tensor weight_hh) {
+  x = x.contiguous();
+  weight_ih = weight_ih.contiguous();
+  bias = bias.contiguous();
+  weight_hh = weight_hh.contiguous();
+  const int64_t batch = x.size(0), steps = x.size(1), inputs = x.size(2), hidden = weight_hh.size(0);
+  const int64_t state = batch * hidden;
+  TORCH_CHECK(weight_ih.size(0) == hidden && weight_ih.size(1) == inputs && bias.numel() == hidden,
+              "rnn_forward_inference: shapes do not match");
+  auto h = x.new_empty({steps, batch, hidden});
+  auto h_prev = x.new_empty({batch, hidden});
+  h_prev.copy_(h0);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_pl_rnn_forward_inference", [&] {
+    const auto w_t = rows_of<scalar_t>(x, weight_ih.data_ptr<scalar_t>(), inputs, hidden, 1, inputs);
+    const auto u_t = rows_of<scalar_t>(x, weight_hh.data_ptr<scalar_t>(), hidden, hidden, 1, hidden);
+    const scalar_t *xs = x.data_ptr<scalar_t>(), *b = bias.data_ptr<scalar_t>();
+    scalar_t* hp = h.data_ptr<scalar_t>();
+    for (int64_t t = 0; t < steps; ++t) {
+      scalar_t* a = hp + t * state;
+      small_gemm<scalar_t>(batch, xs + t * inputs, steps * inputs, 1, w_t, b, 0, a, hidden);
+      small_gemm<scalar_t>(batch, t == 0 ? h_prev.data_ptr<scalar_t>() : hp + (t - 1) * state, hidden, 1, u_t, a,
+                           hidden, a, hidden);
+      tanh_in_place(a, state);
+    }
+  });
+  return h;
+}
+
+// grad_hs (T, B, H) or empty, h (T+1, B, H) from rnn_forward. Returns δa (T, B, H) and δh0 (B, H):
+//   δa_t = δh_t ⊙ (1 - h_{t+1}²),   δh_{t-1} = grad_hs[t-1] + δa_t U
+std::vector<torch::Tensor> rnn_backward(torch::Tensor grad_hs, torch::Tensor h, torch::Tensor weight_hh) {
+  const int64_t steps = h.size(0) - 1, batch = h.size(1), hidden = h.size(2), state = batch * hidden;
+  const bool has_grad_hs = grad_hs.numel() > 0;
+  if (has_grad_hs) grad_hs = grad_hs.contiguous();
+  h = h.contiguous();
+  weight_hh = weight_hh.contiguous();
+  auto grad_a = h.new_empty({steps, batch, hidden});
+  auto grad_h = has_grad_hs ? grad_hs[steps - 1].clone(at::MemoryFormat::Contiguous) : torch::zeros_like(h[0]);
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "lstm_pl_rnn_backward", [&] {
+    const auto u = rows_of<scalar_t>(h, weight_hh.data_ptr<scalar_t>(), hidden, hidden, hidden, 1);
+    const scalar_t* hp = h.data_ptr<scalar_t>();
+    const scalar_t* ghs = has_grad_hs ? grad_hs.data_ptr<scalar_t>() : nullptr;
+    scalar_t *da = grad_a.data_ptr<scalar_t>(), *dh = grad_h.data_ptr<scalar_t>();
+    for (int64_t t = steps - 1; t >= 0; --t) {
+      scalar_t* __restrict__ d = da + t * state;
+      const scalar_t* __restrict__ out = hp + (t + 1) * state;
+      for (int64_t j = 0; j < state; ++j) d[j] = dh[j] * (scalar_t(1) - out[j] * out[j]);
+      small_gemm<scalar_t>(batch, d, hidden, 1, u, t > 0 && ghs ? ghs + (t - 1) * state : nullptr, hidden, dh, hidden);
+    }
+  });
+  return {grad_a, grad_h};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "fused LSTM recurrence, forward");
   m.def("forward_inference", &forward_inference, "fused LSTM recurrence, forward only (no backward pass)");
   m.def("backward", &backward, "fused LSTM recurrence, backward");
+  m.def("rnn_forward", &rnn_forward, "plain RNN recurrence, forward");
+  m.def("rnn_forward_inference", &rnn_forward_inference, "plain RNN layer, forward only (no backward pass)");
+  m.def("rnn_backward", &rnn_backward, "plain RNN recurrence, backward");
   m.def("linear", &linear, "x W^T + b on the recurrence's matrix loop");
   m.def("matmul", &matmul, "a b on the recurrence's matrix loop");
   m.def("matmul_tn", &matmul_tn, "a^T b on the recurrence's matrix loop (weight gradients)");

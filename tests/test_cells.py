@@ -267,25 +267,31 @@ def test_saturated_gates_stay_finite_on_the_compiled_kernels(cell, dtype):
 
 
 @pytest.mark.parametrize("layers", [1, 2])
-def test_nn_lstm_on_the_compiled_kernels_is_nn_lstm(layers, monkeypatch):
-    """``cell: lstm`` forced onto the compiled kernels (``LSTM_PL_LSTM=fused``): nn.LSTM's parameters
-    and state dict, its outputs, final state and gradients (float64, 1e-12), with a carried state
-    and a frozen second bias, and the same under ``no_grad``."""
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+def test_the_library_cells_on_the_compiled_kernels_are_the_library_cells(cell, layers, monkeypatch):
+    """``cell: lstm`` and ``rnn`` forced onto the compiled kernels (``LSTM_PL_LSTM=fused``): nn.LSTM's
+    and nn.RNN's parameters and state dict, their outputs, final state and gradients (float64, 1e-12;
+    the input's too), with a carried state and a frozen second bias, and the same under ``no_grad``."""
     kernels_for("fused")
     monkeypatch.setenv("LSTM_PL_LSTM", "fused")
     torch.manual_seed(7)
-    mine = make_recurrent("lstm", 3, 9, num_layers=layers)
-    reference = torch.nn.LSTM(3, 9, num_layers=layers, batch_first=True)
+    mine = make_recurrent(cell, 3, 9, num_layers=layers)
+    library = torch.nn.LSTM if cell == "lstm" else torch.nn.RNN
+    reference = library(3, 9, num_layers=layers, batch_first=True)
     reference.load_state_dict(mine.state_dict())
     assert list(mine.state_dict()) == list(reference.state_dict())
+    assert mine.compiled_kernels(torch.randn(5, 13, 3)) is not None
     for rnn in (mine, reference):
         rnn.bias_hh_l0.requires_grad_(False)
-    x, state = torch.randn(5, 13, 3), (torch.randn(layers, 5, 9), torch.randn(layers, 5, 9))
+    x = torch.randn(5, 13, 3, requires_grad=True)
+    state = torch.randn(layers, 5, 9)
+    state = (state, torch.randn(layers, 5, 9)) if cell == "lstm" else state
     results = []
     for rnn in (mine, reference):
-        out, (h, c) = rnn(x, state)
-        weights = [p for p in rnn.parameters() if p.requires_grad]
-        results.append((out, h, c, *torch.autograd.grad(out.square().sum() + c.sum(), weights)))
+        out, final = rnn(x, state)
+        finals = list(final) if cell == "lstm" else [final]
+        loss = out.square().sum() + finals[-1].sum()
+        results.append((out, *finals, *torch.autograd.grad(loss, [x, *(p for p in rnn.parameters() if p.requires_grad)])))
         with torch.no_grad():
             results[-1] += (rnn(x, state)[0],)
     for a, b in zip(*results):
