@@ -1,55 +1,48 @@
-"""Step time of the hand-written cells against nn.LSTM on the adding problem's shape.
+"""Step time of the LSTM cells on the adding problem's shape: oneDNN's, and the compiled kernels'.
 
     python benchmarks/cells.py [--batch 10 256] [--repeats 20] [--threads 2]
 
 One training step = forward over T=250 steps, MSE on the last output's head, backward, Adam.
-Prints the best milliseconds per step and the ratio to nn.LSTM (the aims: 1.3x at batch 10, 1.1x
-at batch 256). The hand-written cells run twice: with the compiled kernels of ``lstm_pl.fused``
-(on the CPU, where they build) and on their eager path (``eager``). ``lstm fused``: the standard
-LSTM's equations (forget gate, no peepholes) on the same compiled kernels, against oneDNN's.
+Prints the best milliseconds per step and the ratio to oneDNN's nn.LSTM (the hand-written cells'
+aims: 1.3x at batch 10, 1.1x at batch 256). ``lstm onednn`` and ``rnn onednn``: nn.LSTM and nn.RNN
+on oneDNN (``LSTM_PL_LSTM=onednn``); ``lstm fused`` and ``rnn fused``: the same modules on the
+compiled kernels of ``lstm_pl.fused`` (``LSTM_PL_LSTM=fused``; ``cell: lstm`` and ``rnn`` run on
+whichever is measured faster for the shape). The hand-written cells run twice: on the compiled
+kernels and on their eager path (``eager``).
 """
 
 import argparse
+import os
 import time
 
 import torch
 
-from lstm_pl import ManyToOneSettings, ManyToOne
-from lstm_pl.cells import LSTMLayer, StackedLSTM
+from lstm_pl import ManyToOneSettings, ManyToOne, fused
+from lstm_pl.cells import LSTMLayer
 
-CONTENDERS = ("lstm", "lstm fused", "lstm_peephole", "lstm_peephole eager", "lstm_cec", "lstm_cec eager", "rnn")
-
-
-class StandardLSTMRegressor(torch.nn.Module):
-    """The ``lstm`` cell's network (one layer, a linear head on the last output) with the layer
-    hand-written: forget gate, no peepholes, on the compiled kernels."""
-
-    def __init__(self, hidden: int):
-        super().__init__()
-        self.rnn, self.head = StackedLSTM(2, hidden, forget_gate=True, peephole=False), torch.nn.Linear(hidden, 1)
-
-    def forward(self, x):
-        return self.head(self.rnn(x)[0][:, -1])
+CONTENDERS = ("lstm onednn", "lstm fused", "lstm_peephole", "lstm_peephole eager", "lstm_cec", "lstm_cec eager",
+              "rnn onednn", "rnn fused")
+REFERENCE = "lstm onednn"
 
 
 def training_step(contender: str, batch: int, steps: int, hidden: int, device: str = "cpu"):
     """A closure running one training step of a fresh hidden-``hidden`` regressor built on the
     contender's cell (on ``device``; a CUDA step waits for the device before it returns, so that it
-    can be timed). A contender named ``<cell> eager`` runs the hand-written cell's eager path."""
+    can be timed). ``<cell> eager`` runs a hand-written cell's eager path; ``<cell> onednn`` and
+    ``<cell> fused`` a library cell on oneDNN or on the compiled kernels."""
     cell, _, path = contender.partition(" ")
     torch.manual_seed(0)
-    if contender == "lstm fused":
-        model = StandardLSTMRegressor(hidden)
-    else:
-        model = ManyToOne(ManyToOneSettings(input_size=2, output_size=1, cell=cell, hidden_size=hidden, init="tf1"))
+    model = ManyToOne(ManyToOneSettings(input_size=2, output_size=1, cell=cell, hidden_size=hidden, init="tf1"))
     for layer in model.modules():
         if isinstance(layer, LSTMLayer):
             layer.fused = path != "eager"
     model = model.to(device)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     x, y = torch.randn(batch, steps, 2, device=device), torch.randn(batch, 1, device=device)
+    kernels = {"onednn": "onednn", "fused": "fused"}.get(path, "auto")
 
     def one_step():
+        os.environ[fused.LSTM_SETTING] = kernels  # read at each forward
         optimizer.zero_grad()
         torch.nn.functional.mse_loss(model(x), y).backward()
         optimizer.step()
@@ -86,11 +79,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.device}, {args.threads} threads, T={args.steps}, hidden={args.hidden}, "
           f"best of {args.repeats} training steps (forward, backward, Adam)")
-    print(f"{'batch':>5} {'cell':<20} {'ms/step':>8} {'x nn.LSTM':>9}")
+    print(f"{'batch':>5} {'cell':<20} {'ms/step':>8} {'x oneDNN nn.LSTM':>16}")
     for batch in args.batch:
         best = step_times(CONTENDERS, batch, args.steps, args.hidden, args.repeats, args.device)
         for cell, seconds in best.items():
-            print(f"{batch:>5} {cell:<20} {seconds * 1e3:8.1f} {seconds / best['lstm']:9.2f}")
+            print(f"{batch:>5} {cell:<20} {seconds * 1e3:8.1f} {seconds / best[REFERENCE]:16.2f}")
 
 
 if __name__ == "__main__":

@@ -146,6 +146,7 @@ def choose(key: str, contenders: dict[str, Callable[[], object]], prefer: str, m
     choices = read_choices(path)  # another process may have added some meanwhile
     choices[choice_key(key)] = choice
     write_choices(path, choices)
+    remembered_choices(path).update(choices)
     return choice
 
 
@@ -159,9 +160,15 @@ def choice_key(key: str) -> str:
     return f"{machine()} | {torch.get_num_threads()} threads | {key}"
 
 
+@functools.cache
+def remembered_choices(path: Path) -> dict[str, str]:
+    """``path``'s choices as this process first read them, plus those it made since."""
+    return read_choices(path)
+
+
 def remembered(key: str) -> str | None:
     """The choice made for ``key`` on this machine, or None where none was measured yet."""
-    return read_choices(choices_path()).get(choice_key(key))
+    return remembered_choices(choices_path()).get(choice_key(key))
 
 
 def read_choices(path: Path) -> dict[str, str]:
