@@ -285,14 +285,22 @@ def run_rnn_layer(x: Tensor, h0: Tensor, weight_ih: Tensor, bias: Tensor, weight
     return RNNRecurrence.apply(x_proj.view(steps, batch, -1), h0, weight_hh, kernels).transpose(0, 1)
 
 
+def steps_class(steps: int) -> int:
+    """The power of two at or above ``steps``: sequence lengths measured alike (the compiled loop's
+    lead over oneDNN changes with the length, as its activations leave the cache; a variable-length
+    window changes it little)."""
+    return 1 << max(steps - 1, 0).bit_length()
+
+
 class CompiledWhereFaster:
     """For ``nn.LSTM`` and ``nn.RNN`` (``LSTM``, ``RNN`` below): the module's own parameters, state
     dict, equations and interface, run on the compiled kernels of ``lstm_pl.fused`` where they are
     faster for its shape.
 
     On the CPU, at the sizes of this project's tasks, the compiled loop beats oneDNN's (BENCHMARKS.md);
-    at other sizes and on other CPUs it may not. So for each shape (batch, input, hidden, layers,
-    dtype, training or evaluation) both are timed once on this machine and the faster is remembered
+    at other sizes and on other CPUs it may not. So for each shape (batch, steps to the next power of
+    two, input, hidden, layers, dtype, training or evaluation) both are timed once on this machine and
+    the faster is remembered
     (``lstm_pl.fused.choose``; ``LSTM_PL_LSTM=onednn`` or ``fused`` fixes the choice). Either way the
     same weights give the same results to rounding; a machine's choice stays the same from run to
     run, so that its runs repeat bit for bit. Elsewhere (GPU, packed sequences, a bidirectional or
@@ -337,7 +345,8 @@ class CompiledWhereFaster:
             return None
         grad = torch.is_grad_enabled()
         setting = fused.lstm_setting()
-        shape = (x.shape[0], x.dtype, self.weight_ih_l0.dtype, grad, torch.get_num_threads(), setting)
+        shape = (x.shape[0], steps_class(x.shape[1]), x.dtype, self.weight_ih_l0.dtype, grad, torch.get_num_threads(),
+                 setting)
         choices = self.__dict__.setdefault("_kernel_choices", {})  # "fused" or "onednn" for each shape
         if shape not in choices:
             choices[shape] = self.choose_kernels(x, grad, setting)
@@ -355,16 +364,17 @@ class CompiledWhereFaster:
             return "onednn"
         if setting == "fused":
             return "fused"
-        key = (f"{type(self).__bases__[-1].__name__} batch {x.shape[0]}, input {self.input_size}, hidden {self.hidden_size}, "
+        key = (f"{type(self).__bases__[-1].__name__} batch {x.shape[0]}, steps {steps_class(x.shape[1])}, "
+               f"input {self.input_size}, hidden {self.hidden_size}, "
                f"{self.num_layers} layer{'s' if self.num_layers > 1 else ''}, {str(x.dtype).removeprefix('torch.')}, "
                f"{'training' if grad else 'evaluation'}")
         return fused.choose(key, self.contenders(x, kernels, grad), prefer="fused")
 
     def contenders(self, x: Tensor, kernels, grad: bool) -> dict:
-        """Both paths on a sample of x's shape (at most 32 steps), without dropout, leaving no trace:
-        no gradient stored, the random generator's state restored."""
+        """Both paths on a sample of x's shape (as many steps as its class, ``steps_class``), without
+        dropout, leaving no trace: no gradient stored, the random generator's state restored."""
         with torch.random.fork_rng(devices=[]):
-            sample = torch.randn(x.shape[0], min(x.shape[1], 32), x.shape[2], dtype=x.dtype)
+            sample = torch.randn(x.shape[0], steps_class(x.shape[1]), x.shape[2], dtype=x.dtype)
         zeros = sample.new_zeros(self.num_layers, x.shape[0], self.hidden_size)
         state = (zeros, zeros) if isinstance(self, nn.LSTM) else zeros
         weights = [p for p in self.parameters() if p.requires_grad]

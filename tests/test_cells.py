@@ -138,14 +138,16 @@ def test_unknown_cell():
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_the_kernels_matrix_products_at_every_block_shape(dtype, threads):
     """The compiled products (register blocks of up to 6 rows by 4 vectors, the last vector partial,
-    rows past 64 on another thread) against torch's, at shapes that leave every kind of remainder."""
+    rows past 64 on another thread, K in chunks of 128) against torch's, at shapes that leave every kind of
+    remainder."""
     kernels = kernels_for("fused")
     torch.manual_seed(5)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
     try:
-        for m, k, n in [(1, 1, 1), (10, 100, 400), (7, 3, 37), (130, 17, 200), (65, 2, 16), (3, 250, 9), (0, 4, 5)]:
+        for m, k, n in [(1, 1, 1), (10, 100, 400), (7, 3, 37), (130, 17, 200), (65, 2, 16), (3, 250, 9), (0, 4, 5),
+                        (4, 0, 5), (70, 300, 33)]:
             x, weight, bias = torch.randn(m, k, dtype=dtype), torch.randn(n, k, dtype=dtype), torch.randn(n, dtype=dtype)
             torch.testing.assert_close(kernels.linear(x, weight, bias), torch.addmm(bias, x, weight.t()), **tol)
             torch.testing.assert_close(kernels.linear(x, weight, bias[:0]), x @ weight.t(), **tol)
@@ -319,7 +321,7 @@ def test_nn_lstm_runs_on_the_kernels_measured_faster_once_per_machine(monkeypatc
     assert torch.equal(torch.get_rng_state(), before) and all(p.grad is None for p in rnn.parameters())
     assert len(timed) == 10 and "runs on onednn (fused 1000.00 ms, onednn 500.00 ms" in caplog.text
     choices = (tmp_path / "choices.json").read_text()
-    assert "batch 4, input 2, hidden 8, 1 layer, float64, training" in choices and '"onednn"' in choices
+    assert "batch 4, steps 8, input 2, hidden 8, 1 layer, float64, training" in choices and '"onednn"' in choices
     rnn(x), make_recurrent("lstm", 2, 8)(x)  # remembered: nothing timed again
     assert len(timed) == 10
     with torch.no_grad():  # evaluation is its own shape
