@@ -33,6 +33,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 Cell = Literal["rnn", "lstm", "lstm_peephole", "lstm_cec"]
 CELLS: tuple[str, ...] = Cell.__args__  # type: ignore[attr-defined]
@@ -102,6 +103,7 @@ class LSTMRecurrence(torch.autograd.Function):
         return h[1:], c[steps]
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_hs, grad_c_last):
         acts, h, c, tanh_c, weight_hh, peephole = ctx.saved_tensors
         if ctx.kernels is not None:
@@ -186,6 +188,7 @@ class InputProjection(torch.autograd.Function):
         return kernels.linear(x, weight, bias)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         grad_x = ctx.kernels.matmul(grad, weight) if ctx.needs_input_grad[0] else None
@@ -246,12 +249,13 @@ def run_layer(x: Tensor, state: tuple[Tensor, Tensor], weight_ih: Tensor, bias: 
                                           peephole if peephole is not None else x.new_empty(0))
         return hs.transpose(0, 1), (hs[-1], c)
     # W x + b for every step at once, time-major: the loop only adds U h.
-    x_flat = x.transpose(0, 1).reshape(steps * batch, -1)
+    x_flat = x.transpose(0, 1).reshape(steps * batch, x.shape[2])
     if kernels is not None:
         x_proj = InputProjection.apply(x_flat, weight_ih, bias, kernels)
     else:
         x_proj = torch.addmm(bias, x_flat, weight_ih.t())
-    hs, c = LSTMRecurrence.apply(x_proj.view(steps, batch, -1), state[0], state[1], weight_hh, peephole, kernels)
+    hs, c = LSTMRecurrence.apply(x_proj.view(steps, batch, weight_ih.shape[0]), state[0], state[1], weight_hh, peephole,
+                                 kernels)
     return hs.transpose(0, 1), (hs[-1], c)
 
 
@@ -268,6 +272,7 @@ class RNNRecurrence(torch.autograd.Function):
         return h[1:]
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_hs):
         h, weight_hh = ctx.saved_tensors
         grad_a, grad_h0 = ctx.kernels.rnn_backward(grad_hs, h, weight_hh)
@@ -281,8 +286,8 @@ def run_rnn_layer(x: Tensor, h0: Tensor, weight_ih: Tensor, bias: Tensor, weight
     batch, steps, _ = x.shape
     if not torch.is_grad_enabled():
         return kernels.rnn_forward_inference(x, weight_ih, bias, h0, weight_hh).transpose(0, 1)
-    x_proj = InputProjection.apply(x.transpose(0, 1).reshape(steps * batch, -1), weight_ih, bias, kernels)
-    return RNNRecurrence.apply(x_proj.view(steps, batch, -1), h0, weight_hh, kernels).transpose(0, 1)
+    x_proj = InputProjection.apply(x.transpose(0, 1).reshape(steps * batch, x.shape[2]), weight_ih, bias, kernels)
+    return RNNRecurrence.apply(x_proj.view(steps, batch, weight_hh.shape[0]), h0, weight_hh, kernels).transpose(0, 1)
 
 
 def steps_class(steps: int) -> int:
@@ -307,14 +312,24 @@ class CompiledWhereFaster:
     projected stack, ``torch.compile``, a trace such as TensorBoard's graph) it is the module itself.
     """
 
-    def forward(self, x, state=None):
-        kernels = self.compiled_kernels(x)
+    def forward(self, input, hx=None):  # nn.LSTM's and nn.RNN's own argument names
+        kernels = self.compiled_kernels(input)
         if kernels is None:
-            return super().forward(x, state)
-        if state is None:
-            zeros = x.new_zeros(self.num_layers, x.shape[0], self.hidden_size)
-            state = (zeros, zeros) if isinstance(self, nn.LSTM) else zeros
-        return self.run_compiled(x, state, kernels, dropout=self.training and self.dropout > 0)
+            return super().forward(input, hx)
+        if hx is None:
+            zeros = input.new_zeros(self.num_layers, input.shape[0], self.hidden_size)
+            hx = (zeros, zeros) if isinstance(self, nn.LSTM) else zeros
+        elif any(part.dtype != input.dtype for part in (hx if isinstance(hx, tuple) else (hx,))):
+            return super().forward(input, hx)  # which says what does not match
+        else:
+            self.check_forward_args(input, hx, None)  # nn.LSTM's and nn.RNN's own shape checks
+        return self.run_compiled(input, hx, kernels, dropout=self.training and self.dropout > 0)
+
+    def __getstate__(self):
+        """Pickled and copied without the kernel choices looked up here: another machine chooses its own."""
+        state = self.__dict__.copy()
+        state.pop("_kernel_choices", None)
+        return state
 
     def run_compiled(self, x: Tensor, state, kernels, dropout: bool):
         """The stack on the compiled kernels: the module's layers, its dropout between them."""
@@ -339,7 +354,7 @@ class CompiledWhereFaster:
         is looked up once per module (a forward of the sine's network takes 0.3 ms)."""
         from . import fused
 
-        if not (isinstance(x, Tensor) and x.dim() == 3 and x.device.type == "cpu"
+        if not (isinstance(x, Tensor) and x.dim() == 3 and x.device.type == "cpu" and self.weight_ih_l0.device.type == "cpu"
                 and x.dtype in (torch.float32, torch.float64)
                 and not torch.compiler.is_compiling() and not torch.jit.is_scripting() and not torch.jit.is_tracing()):
             return None
@@ -368,13 +383,13 @@ class CompiledWhereFaster:
                f"input {self.input_size}, hidden {self.hidden_size}, "
                f"{self.num_layers} layer{'s' if self.num_layers > 1 else ''}, {str(x.dtype).removeprefix('torch.')}, "
                f"{'training' if grad else 'evaluation'}")
-        return fused.choose(key, self.contenders(x, kernels, grad), prefer="fused")
+        with torch.random.fork_rng(devices=[]):  # oneDNN's dropout draws in the measurement: not from the run's generator
+            return fused.choose(key, self.contenders(x, kernels, grad), prefer="fused")
 
     def contenders(self, x: Tensor, kernels, grad: bool) -> dict:
-        """Both paths on a sample of x's shape (as many steps as its class, ``steps_class``), without
-        dropout, leaving no trace: no gradient stored, the random generator's state restored."""
-        with torch.random.fork_rng(devices=[]):
-            sample = torch.randn(x.shape[0], steps_class(x.shape[1]), x.shape[2], dtype=x.dtype)
+        """Both paths on a sample of x's shape (as many steps as its class, ``steps_class``), leaving
+        no gradient stored (the caller restores the random generator's state)."""
+        sample = torch.randn(x.shape[0], steps_class(x.shape[1]), x.shape[2], dtype=x.dtype)
         zeros = sample.new_zeros(self.num_layers, x.shape[0], self.hidden_size)
         state = (zeros, zeros) if isinstance(self, nn.LSTM) else zeros
         weights = [p for p in self.parameters() if p.requires_grad]

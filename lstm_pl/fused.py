@@ -17,6 +17,7 @@ lstm`` oneDNN's, the same equations; the float64 tests hold for every path.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -47,9 +48,10 @@ log = logging.getLogger(__name__)
 
 
 def build_directory() -> Path:
-    """Where the compiled module lives: one folder per torch version, Python, source and flags."""
+    """Where the compiled module lives: one folder per torch version, Python, source, flags and CPU
+    (``-march=native``: a home folder shared by two kinds of CPU keeps a module for each)."""
     root = Path(os.environ.get("LSTM_PL_CACHE", Path.home() / ".cache" / "lstm_pl"))
-    recipe = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS + LDFLAGS).encode()).hexdigest()[:12]
+    recipe = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS + LDFLAGS + [machine()]).encode()).hexdigest()[:12]
     return root / f"torch-{torch.__version__}-py{sys.version_info.major}{sys.version_info.minor}" / recipe
 
 
@@ -103,16 +105,24 @@ def lstm_setting() -> str:
     return value
 
 
+@functools.cache
 def machine() -> str:
-    """The CPU model, as the measured choices are keyed by it (a home folder may be shared)."""
+    """The CPU: its model name and a digest of its instruction-set flags (a VM may name only the
+    vendor), as the compiled module and the measured choices are keyed by it."""
+    name, flags = platform.processor() or platform.machine(), ""
     try:
         with open("/proc/cpuinfo") as info:
             for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    name = value.strip()
+                elif key.strip() == "flags":
+                    flags = value.strip()
+                if name and flags:
+                    break
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return f"{name} ({hashlib.sha256(flags.encode()).hexdigest()[:8]})" if flags else name
 
 
 def seconds(run: Callable[[], object]) -> float:
@@ -141,13 +151,36 @@ def choose(key: str, contenders: dict[str, Callable[[], object]], prefer: str, m
     other = next(name for name in contenders if name != prefer)
     choice = prefer if medians[prefer] <= margin * medians[other] else other
     path = choices_path()
+    with locked(path):  # another process may have measured the same key meanwhile: its choice stands
+        choices = read_choices(path)
+        choice = choices.setdefault(choice_key(key), choice)
+        write_choices(path, choices)
+    remembered_choices(path).update(choices)
     log.info("lstm_pl: %s runs on %s (%s; measured once, remembered in %s)", key, choice,
              ", ".join(f"{name} {seconds * 1e3:.2f} ms" for name, seconds in medians.items()), path)
-    choices = read_choices(path)  # another process may have added some meanwhile
-    choices[choice_key(key)] = choice
-    write_choices(path, choices)
-    remembered_choices(path).update(choices)
     return choice
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    """An exclusive lock on ``path``'s lock file while the block runs (POSIX; elsewhere none)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: unlocked
+        yield
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path.with_name(f".{path.name}.lock"), "w")
+    except OSError:  # a read-only cache: unlocked (and nothing is remembered, see write_choices)
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def choices_path() -> Path:

@@ -1,5 +1,7 @@
 """Each hand-written cell computes its equations, forwards and backwards, in float64."""
 
+import re
+
 import pytest
 import torch
 
@@ -313,17 +315,49 @@ def test_nn_lstm_runs_on_the_kernels_measured_faster_once_per_machine(monkeypatc
         timed.append(run)
         return 1.0 if len(timed) % 2 else 0.5  # the contenders alternate: fused, then oneDNN
     monkeypatch.setattr(fused, "seconds", seconds_of)
-    rnn = make_recurrent("lstm", 2, 8)
+    rnn = make_recurrent("lstm", 2, 8, num_layers=2, dropout=0.5)  # oneDNN's dropout draws while it is timed
     x = torch.randn(4, 6, 2)
-    before = torch.get_rng_state()
+    torch.manual_seed(8)
     with caplog.at_level("INFO", logger="lstm_pl.fused"):
-        rnn(x)
-    assert torch.equal(torch.get_rng_state(), before) and all(p.grad is None for p in rnn.parameters())
+        measured = rnn(x)[0]
+    assert all(p.grad is None for p in rnn.parameters())
     assert len(timed) == 10 and "runs on onednn (fused 1000.00 ms, onednn 500.00 ms" in caplog.text
+    torch.manual_seed(8)
+    assert torch.equal(rnn(x)[0], measured)  # the measurement drew nothing from the run's generator
     choices = (tmp_path / "choices.json").read_text()
-    assert "batch 4, steps 8, input 2, hidden 8, 1 layer, float64, training" in choices and '"onednn"' in choices
-    rnn(x), make_recurrent("lstm", 2, 8)(x)  # remembered: nothing timed again
+    assert "batch 4, steps 8, input 2, hidden 8, 2 layers, float64, training" in choices and '"onednn"' in choices
+    rnn(x), make_recurrent("lstm", 2, 8, num_layers=2, dropout=0.5)(x)  # remembered: nothing timed again
     assert len(timed) == 10
     with torch.no_grad():  # evaluation is its own shape
         rnn(x)
     assert len(timed) == 20 and "evaluation" in (tmp_path / "choices.json").read_text()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+def test_the_library_cells_on_the_compiled_kernels_keep_the_library_interface(cell, monkeypatch):
+    """On the compiled kernels, ``nn.LSTM``/``nn.RNN``'s interface: the state by its keyword ``hx``,
+    their own errors for a misshaped or mistyped state, an empty batch, and (as the kernels' backward
+    passes are not differentiable) an error, not a wrong answer, for a second derivative."""
+    kernels_for("fused")
+    monkeypatch.setenv("LSTM_PL_LSTM", "fused")
+    rnn = make_recurrent(cell, 3, 5, num_layers=2)
+    library = (torch.nn.LSTM if cell == "lstm" else torch.nn.RNN)(3, 5, num_layers=2, batch_first=True)
+    library.load_state_dict(rnn.state_dict())
+    x = torch.randn(4, 6, 3)
+
+    def state(layers, batch, dtype=torch.float64):
+        h = torch.randn(layers, batch, 5, dtype=dtype)
+        return (h, torch.randn(layers, batch, 5, dtype=dtype)) if cell == "lstm" else h
+    good = state(2, 4)
+    torch.testing.assert_close(rnn(x, hx=good)[0], library(x, good)[0], rtol=1e-10, atol=1e-12)
+    for bad in (state(2, 1), state(3, 4), state(2, 4, torch.float32)):
+        with pytest.raises(RuntimeError) as expected:
+            library(x, bad)
+        with pytest.raises(RuntimeError, match=re.escape(str(expected.value)[:40])):
+            rnn(x, bad)
+    empty = torch.randn(0, 6, 3, requires_grad=True)
+    assert rnn(empty)[0].shape == library(empty)[0].shape == (0, 6, 5)
+    x.requires_grad_(True)
+    (grad,) = torch.autograd.grad(rnn(x)[0].sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError):
+        torch.autograd.grad(grad.sum(), list(rnn.parameters()))
