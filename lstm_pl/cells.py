@@ -306,9 +306,8 @@ class CompiledWhereFaster:
     at other sizes and on other CPUs it may not. So for each shape (batch, steps to the next power of
     two, input, hidden, layers, dtype, training or evaluation) both are timed once on this machine and
     the faster is remembered (``lstm_pl.fused.choose``; ``LSTM_PL_LSTM=onednn`` or ``fused`` fixes the
-    choice). Either way the
-    same weights give the same results to rounding; a machine's choice stays the same from run to
-    run, so that its runs repeat bit for bit. Elsewhere (GPU, packed sequences, a bidirectional or
+    choice). Either way the same weights give the same results to rounding; a machine's choice stays
+    the same from run to run, so that its runs repeat bit for bit. Elsewhere (GPU, packed sequences, a bidirectional or
     projected stack, ``torch.compile``, a trace such as TensorBoard's graph) it is the module itself.
     """
 
