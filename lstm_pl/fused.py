@@ -15,6 +15,7 @@ Where it cannot be built (no compiler, no ninja) or ``LSTM_PL_FUSED=0`` is set, 
 returns None after one line on the log: the hand-written cells run their eager path and ``cell:
 lstm`` oneDNN's, the same equations; the float64 tests hold for every path.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -157,7 +158,7 @@ def choose(key: str, contenders: dict[str, Callable[[], object]], prefer: str, m
         write_choices(path, choices)
     remembered_choices(path).update(choices)
     log.info("lstm_pl: %s runs on %s (%s; measured once, remembered in %s)", key, choice,
-             ", ".join(f"{name} {seconds * 1e3:.2f} ms" for name, seconds in medians.items()), path)
+             ", ".join(f"{name} {median * 1e3:.2f} ms" for name, median in medians.items()), path)
     return choice
 
 

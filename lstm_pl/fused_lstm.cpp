@@ -132,10 +132,10 @@ void backward_step(const T* act, const T* c_prev, const T* c_next, const T* tanh
 
 // The per-step products C = C0 + A B of the recurrence, A (M, K) a few rows of the batch (B, H),
 // B (K, N) the recurrent weights, are too small for the BLAS: MKL takes 11 µs for (10, 100)·(100, 400)
-// on this project's AMD machines, where the register-blocked loop below takes 5 µs (float32; and
-// 1.6x faster at (256, 100)·(100, 400)). B is packed once per sequence into rows padded to whole
-// vectors (zeros beyond N), so that the inner loop loads only whole vectors; each block of MR rows
-// by NV vectors keeps its sums in registers over all of K:
+// on this project's AMD machines, where the register-blocked loop below takes 4.4 µs (float32;
+// `python -m benchmarks.products` for these and the other shapes). B's rows are read in whole vectors:
+// in place where they are, else packed once per call into rows padded with zeros (rows_of); each
+// block of MR rows by NV vectors keeps its sums in registers over a chunk of K (small_gemm):
 //     C[r, n] = C0[r, n] + Σ_k A[r, k] B[k, n]       (k in order, as a dot product would)
 #if defined(__AVX512F__)
 constexpr int kVectorBytes = 64, kRowBlock = 6, kVectorBlock = 4;  // 24 sums + 4 loads of 32 registers
