@@ -2,7 +2,8 @@
 fixed number of steps through the Lightning Trainer at its large batch, in fp32 and bf16-mixed,
 as steps/s and samples (tokens for the language model) per second, and whether cuDNN is there;
 the framework's cost per step at the original batch (the port's step minus a bare PyTorch loop's
-on the same device, ``benchmarks.tasks``); and the original runs end to end as a user runs them
+on the same device, ``benchmarks.tasks``; and the port with the non-finite guard reading the loss
+on the host every step, ``non_finite.check: host``, against its default on a GPU, on the device); and the original runs end to end as a user runs them
 (``benchmarks.runs``' port column; TensorFlow is not installed on the device machine).
 
     python -m benchmarks.gpu [--accelerator gpu] [--rounds 2]
@@ -49,18 +50,21 @@ def main() -> None:
             print(f"| {task} | {batch} | {precision} | {1 / seconds:.1f} | {per_step / seconds:,.0f} {unit} |", flush=True)
     device = "cuda" if args.accelerator == "gpu" else "cpu"
     accelerator = (f"--trainer.accelerator={args.accelerator}", "--trainer.devices=1")
-    print("\n| task | batch | port ms/step | bare ms/step | framework cost (ms) | port/bare |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    # The non-finite guard's check on the device (the default on a GPU: non_finite.check auto) and on the host.
+    print("\n| task | batch | port ms/step | port, host check | bare ms/step | framework cost (ms) | port/bare |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for task in [t for t in ("sine", "adding") if t in args.tasks]:
         _, batch, _, _, warmup, steps = TASKS[task]
-        times: dict[str, list[float]] = {"port": [], "bare": []}
+        times: dict[str, list[float]] = {"port": [], "host": [], "bare": []}
         with tempfile.TemporaryDirectory() as folder:
             for _ in range(args.rounds):  # interleaved
                 with contextlib.redirect_stdout(io.StringIO()):
                     times["port"].append(port(task, batch, warmup, steps, folder, accelerator))
+                    times["host"].append(port(task, batch, warmup, steps, folder, (*accelerator, "--non_finite.check=host")))
                 times["bare"].append(bare(task, batch, warmup, steps, folder, device))
-        ported, plain = (statistics.median(times[name]) * 1e3 for name in ("port", "bare"))
-        print(f"| {task} | {batch} | {ported:.2f} | {plain:.2f} | {ported - plain:.2f} | {plain / ported:.2f} |", flush=True)
+        ported, host, plain = (statistics.median(times[name]) * 1e3 for name in ("port", "host", "bare"))
+        print(f"| {task} | {batch} | {ported:.2f} | {host:.2f} | {plain:.2f} | {ported - plain:.2f} | {plain / ported:.2f} |",
+              flush=True)
     print("\n| run | seconds (fit, as a user runs it) |")
     print("| --- | ---: |")
     for run in args.runs:

@@ -29,7 +29,15 @@ class TFAdam(torch.optim.Optimizer):
     variables multiplied by β after every step (not recomputed as β^t); and the update is
     written in the kernel's order:
         m += (g - m)(1 - β₁);   v += (g² - v)(1 - β₂);   θ -= (m · lr_t) / (√v + ε)
+
+    A step can be skipped on the device, without the host reading anything, as torch's fused
+    optimizers skip one for ``GradScaler``: where the attribute ``found_inf`` is set (a float
+    tensor, 1 or 0; the non-finite guard sets it, ``lstm_pl/guards.py``), a step with
+    ``found_inf == 1`` leaves θ, m, v and the β powers bit for bit as they were (the gradients may be
+    NaN), and one with 0 is bit for bit the ordinary step.
     """
+
+    reads_found_inf = True  # what lstm_pl.guards.NonFiniteLoss looks for (torch's fused optimizers: _step_supports_amp_scaling)
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         if not lr > 0 or not eps >= 0 or not all(0.0 <= b < 1.0 for b in betas):
@@ -69,33 +77,48 @@ class TFAdam(torch.optim.Optimizer):
                 elif state["settings"] != self._settings(group):  # a scheduler moved lr or betas
                     state.update(self._constants(group, p))
                 by_kind.setdefault((p.device, p.dtype), []).append(p)
-            for params in by_kind.values():
-                self._apply(params, [self.state[p] for p in params])
+            found_inf = getattr(self, "found_inf", None)
+            for (device, _), params in by_kind.items():
+                self._apply(params, [self.state[p] for p in params],
+                            None if found_inf is None else found_inf.to(device, non_blocking=True))
         return loss
 
     @staticmethod
-    def _apply(params: list[torch.Tensor], states: list[dict]) -> None:
+    def _apply(params: list[torch.Tensor], states: list[dict], found_inf: torch.Tensor | None = None) -> None:
         """``ApplyAdam`` on parameters of one device and dtype, each with its own state, as a few
         ``_foreach`` operations (one dispatch for all of them where a loop would make ~15 per
-        parameter); element for element the same operations in the same order, so the same bits."""
+        parameter); element for element the same operations in the same order, so the same bits.
+        With ``found_inf`` (1: skip), every change is multiplied by keep = 1 - found_inf (exact
+        for 1; for 0 it adds ±0 to finite m and v, the gradients made 0 first) and the powers
+        multiplied by β or by 1, chosen on the device."""
         def column(key):
             return [state[key] for state in states]
 
         dtype, grads, m, v = params[0].dtype, [p.grad for p in params], column("m"), column("v")
         # lr_t = lr · √(1 - β₂ᵗ) / (1 - β₁ᵗ), every parameter's at once (the powers are float32, cast).
         beta1_power, beta2_power = (torch.stack(column(key)).to(dtype) for key in ("beta1_power", "beta2_power"))
-        lr_t = (torch.stack(column("lr")) * torch.sqrt(1 - beta2_power) / (1 - beta1_power)).unbind()
+        lr_t = torch.stack(column("lr")) * torch.sqrt(1 - beta2_power) / (1 - beta1_power)
+        one_minus_beta1, one_minus_beta2, beta1_32, beta2_32 = (
+            column(key) for key in ("one_minus_beta1", "one_minus_beta2", "beta1_32", "beta2_32"))
+        if found_inf is not None:
+            skip = found_inf.to(torch.bool)
+            keep = 1 - found_inf.to(dtype)
+            grads = [torch.where(skip, 0, g) for g in grads]
+            lr_t = lr_t * keep
+            one_minus_beta1, one_minus_beta2 = (torch._foreach_mul(c, keep) for c in (one_minus_beta1, one_minus_beta2))
+            one = torch.ones((), dtype=torch.float32, device=found_inf.device)
+            beta1_32, beta2_32 = ([torch.where(skip, one, b) for b in c] for c in (beta1_32, beta2_32))
         step = torch._foreach_sub(grads, m)                      # m += (g - m)(1 - β₁)
-        torch._foreach_mul_(step, column("one_minus_beta1"))
+        torch._foreach_mul_(step, one_minus_beta1)
         torch._foreach_add_(m, step)
         step = torch._foreach_mul(grads, grads)                  # v += (g² - v)(1 - β₂)
         torch._foreach_sub_(step, v)
-        torch._foreach_mul_(step, column("one_minus_beta2"))
+        torch._foreach_mul_(step, one_minus_beta2)
         torch._foreach_add_(v, step)
-        step = torch._foreach_mul(m, lr_t)                       # θ -= (m · lr_t) / (√v + ε)
+        step = torch._foreach_mul(m, lr_t.unbind())              # θ -= (m · lr_t) / (√v + ε)
         root = torch._foreach_sqrt(v)
         torch._foreach_add_(root, column("eps"))
         torch._foreach_div_(step, root)
         torch._foreach_sub_(params, step)
-        torch._foreach_mul_(column("beta1_power"), column("beta1_32"))
-        torch._foreach_mul_(column("beta2_power"), column("beta2_32"))
+        torch._foreach_mul_(column("beta1_power"), beta1_32)
+        torch._foreach_mul_(column("beta2_power"), beta2_32)

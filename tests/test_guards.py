@@ -68,29 +68,42 @@ class Snapshots(pl.Callback):
 NAN_AT = (0, 3)  # steps (0-based) whose training loss is NaN: the very first, and one with Adam's moments set
 
 
-@pytest.mark.parametrize("optimizer", ["lstm_pl.optim.TFAdam", "torch.optim.Adam"])
+OPTIMIZERS = {"TFAdam": ["--optimizer.class_path=lstm_pl.optim.TFAdam"],
+              "Adam": ["--optimizer.class_path=torch.optim.Adam"],
+              "fused Adam": ["--optimizer.class_path=torch.optim.Adam", "--optimizer.init_args.fused=true"]}
+
+
+def skipping_run(optimizer: str, check: str, tmp_path: Path, monkeypatch, steps: int = 6, nan_at=NAN_AT,
+                 *overrides: str) -> tuple[CLI, Snapshots]:
+    """sine for ``steps`` steps under ``non_finite.action=skip`` and ``check``, with a NaN training
+    loss at the 0-based steps ``nan_at``; the parameters and optimizer state around every step."""
+    original = RegressionTask.batch_loss
+
+    def nan_at_chosen_steps(self, batch):
+        loss = original(self, batch)
+        return loss * float("nan") if self.training and self.trainer.global_step in nan_at else loss
+
+    monkeypatch.setattr(RegressionTask, "batch_loss", nan_at_chosen_steps)
+    quiet()
+    cli = CLI(args=["--config", str(ROOT / "configs" / "sine.yaml"), f"--trainer.max_steps={steps}", "--non_finite.action=skip",
+                    f"--non_finite.check={check}", "--trainer.logger=false", "--trainer.callbacks=[]",
+                    f"--trainer.default_root_dir={tmp_path}", *OPTIMIZERS[optimizer], *overrides], run=False)
+    snapshots = Snapshots()
+    cli.trainer.callbacks.append(snapshots)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    return cli, snapshots
+
+
+@pytest.mark.parametrize("optimizer", ["TFAdam", "Adam", "fused Adam"])
 def test_a_skipped_step_moves_nothing(optimizer, tmp_path, monkeypatch):
     """non_finite.action=skip: after a skipped step every parameter and every optimizer state
     tensor (moments, step count, TF's β powers) is bit for bit what it was before it; after every
     other step the parameters and the step count (or β powers) have moved. Zeroing the gradients
     instead of dropping them would still move Adam (its moments, its step count)."""
-    original = RegressionTask.batch_loss
-
-    def nan_at_chosen_steps(self, batch):
-        loss = original(self, batch)
-        return loss * float("nan") if self.training and self.trainer.global_step in NAN_AT else loss
-
-    monkeypatch.setattr(RegressionTask, "batch_loss", nan_at_chosen_steps)
-    quiet()
-    cli = CLI(args=["--config", str(ROOT / "configs" / "sine.yaml"), "--trainer.max_steps=6", "--non_finite.action=skip",
-                    "--trainer.logger=false", "--trainer.callbacks=[]", f"--trainer.default_root_dir={tmp_path}",
-                    f"--optimizer.class_path={optimizer}"], run=False)
-    snapshots = Snapshots()
-    cli.trainer.callbacks.append(snapshots)
-    cli.trainer.fit(cli.model, cli.datamodule)
+    cli, snapshots = skipping_run(optimizer, "host", tmp_path, monkeypatch)
     assert cli.trainer.global_step == 6 and sorted(snapshots.after) == list(range(6))
     skip = next(c for c in cli.trainer.callbacks if type(c).__name__ == "NonFiniteLoss")
-    assert skip.skipped == len(NAN_AT)
+    assert skip.skipped == len(NAN_AT) and not skip.on_device
     for step in range(6):
         before, after = snapshots.before[step], snapshots.after[step]
         if step in NAN_AT:
@@ -99,13 +112,135 @@ def test_a_skipped_step_moves_nothing(optimizer, tmp_path, monkeypatch):
         else:
             trainable = [p.requires_grad for p in cli.model.parameters()]
             assert all(not torch.equal(b, a) for b, a, t in zip(before["parameters"], after["parameters"], trainable) if t), step
-            counters = ("step",) if optimizer == "torch.optim.Adam" else ("beta1_power", "beta2_power")
+            counters = ("beta1_power", "beta2_power") if optimizer == "TFAdam" else ("step",)
             for b, a, t in zip(before["state"], after["state"], trainable):
                 if not t:
                     continue
                 assert all(key not in b or not torch.equal(b[key], a[key]) for key in counters), step
                 assert set(counters) <= a.keys()
     assert snapshots.after[0]["state"] == [{}] * len(snapshots.after[0]["state"])  # step 0 skipped: no state made
+
+
+@pytest.mark.parametrize("optimizer", ["TFAdam", "fused Adam"])
+def test_steps_skipped_on_the_device_are_the_steps_skipped_on_the_host(optimizer, tmp_path, monkeypatch):
+    """non_finite.check=device (the optimizer told through ``found_inf``, nothing read back per
+    step): every step's parameters bit for bit those of the host's check, and the same optimizer
+    state where the host made one (the device's first step, skipped, makes an untouched one)."""
+    host, on_host = skipping_run(optimizer, "host", tmp_path / "host", monkeypatch)
+    device, on_device = skipping_run(optimizer, "device", tmp_path / "device", monkeypatch,
+                                     6, NAN_AT, "--non_finite.device_check_every=4")
+    guards = [next(c for c in cli.trainer.callbacks if type(c).__name__ == "NonFiniteLoss") for cli in (host, device)]
+    assert [guard.on_device for guard in guards] == [False, True]
+    assert guards[1].skipped == guards[0].skipped == len(NAN_AT)
+    for step in range(6):
+        assert identical(on_host.after[step]["parameters"], on_device.after[step]["parameters"]), step
+        for made, kept in zip(on_host.after[step]["state"], on_device.after[step]["state"]):
+            assert identical(made, kept) if made else all(not value.any() for key, value in kept.items()
+                                                         if key in ("m", "v", "exp_avg", "exp_avg_sq", "step")), step
+
+
+def test_the_device_check_reads_nothing_back_in_a_step(tmp_path, monkeypatch):
+    """non_finite.check=device: the guard's per-step hooks make no host synchronisation (no
+    ``bool``, ``item``, ``float``, ``int`` or ``tolist`` of a tensor); it reads the device every
+    ``device_check_every`` steps (and before a validation, at a checkpoint and at the end)."""
+    from lstm_pl.guards import DeviceFlags, NonFiniteLoss
+
+    reads = []
+
+    def forbidden(name):
+        def read(*args, **kwargs):
+            raise AssertionError(f"the device check read a tensor back ({name}) inside a step")
+        return read
+
+    def without_reads(hook):
+        def wrapped(*args, **kwargs):
+            saved = {name: getattr(torch.Tensor, name) for name in ("__bool__", "item", "__float__", "__int__", "tolist")}
+            for name in saved:
+                monkeypatch.setattr(torch.Tensor, name, forbidden(name))
+            try:
+                return hook(*args, **kwargs)
+            finally:
+                for name, value in saved.items():
+                    monkeypatch.setattr(torch.Tensor, name, value)
+        return wrapped
+
+    for hook in ("on_before_backward", "on_before_optimizer_step"):
+        monkeypatch.setattr(NonFiniteLoss, hook, without_reads(getattr(NonFiniteLoss, hook)))
+    original_read = DeviceFlags.read
+    monkeypatch.setattr(DeviceFlags, "read", lambda self: reads.append(1) or original_read(self))
+    cli, _ = skipping_run("TFAdam", "device", tmp_path, monkeypatch, 12, (2,), "--non_finite.device_check_every=4",
+                          "--trainer.limit_val_batches=0")
+    guard = next(c for c in cli.trainer.callbacks if type(c).__name__ == "NonFiniteLoss")
+    assert cli.trainer.global_step == 12 and guard.skipped == 1
+    assert 3 <= len(reads) <= 6, reads  # steps 4, 8 and 12, the end, the checkpoint's count
+
+
+def test_a_non_finite_loss_stops_the_run_on_the_device_with_the_weights_before_it(tmp_path, monkeypatch, capsys):
+    """non_finite.action=stop with check=device: the update of the first non-finite loss and every
+    later one are dropped; the run stops when the host reads it (one line, exit 2), and its
+    last.ckpt holds the weights and optimizer state the host's check stops with."""
+    original = RegressionTask.batch_loss
+
+    def nan_from_step_3(self, batch):
+        loss = original(self, batch)
+        return loss * float("nan") if self.training and self.trainer.global_step == 2 else loss
+
+    monkeypatch.setattr(RegressionTask, "batch_loss", nan_from_step_3)
+    lines = {}
+    for check in ("host", "device"):
+        with pytest.raises(SystemExit) as exit_:
+            fit("sine", tmp_path / check, "--trainer.max_steps=10", "--trainer.callbacks=[]", f"--non_finite.check={check}",
+                "--non_finite.device_check_every=5", "--trainer.limit_val_batches=0")
+        lines[check] = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert exit_.value.code == 2 and len(lines[check]) == 1, lines[check]
+    assert "the training loss is nan at step 3 (the last finite one" in lines["host"][0]
+    assert "at step 3 (the last finite one" in lines["device"][0] and "stopped at step 5" in lines["device"][0], lines
+    assert lines["host"][0].split("at step 2")[0] == lines["device"][0].split("at step 2")[0]  # the same last finite loss
+    saved = {check: torch.load(tmp_path / check / "sine" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+             for check in lines}
+    assert saved["host"]["global_step"] == 2 and saved["device"]["global_step"] == 5
+    assert identical(saved["host"]["state_dict"], saved["device"]["state_dict"])
+    assert identical(saved["host"]["optimizer_states"][0]["state"], saved["device"]["optimizer_states"][0]["state"])
+
+
+def test_the_device_check_needs_an_optimizer_that_takes_found_inf(tmp_path, capsys):
+    """check=device with an optimizer that cannot skip its own step on the device: one line naming
+    the key, exit 2, no checkpoint."""
+    with pytest.raises(SystemExit) as exit_:
+        fit("sine", tmp_path, "--non_finite.check=device", "--optimizer.class_path=torch.optim.SGD",
+            "--optimizer.init_args.lr=0.1", "--trainer.max_steps=3")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exit_.value.code == 2 and len(lines) == 1 and "non_finite.check: device" in lines[0] and "SGD" in lines[0], lines
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_tfadam_skips_its_step_where_found_inf_says_so(dtype):
+    """``TFAdam.found_inf``: 1 leaves the parameters, moments and β powers bit for bit (NaN
+    gradients included); 0 is bit for bit the step without it."""
+    from lstm_pl.optim import TFAdam
+
+    torch.manual_seed(0)
+    start = [torch.randn(5, 3, dtype=dtype), torch.randn(3, dtype=dtype)]
+    gradients = [[torch.randn_like(p) for p in start] for _ in range(3)]
+
+    def run(found_infs):
+        params = [p.clone().requires_grad_() for p in start]
+        optimizer = TFAdam(params, lr=0.01)
+        for grads, found_inf in zip(gradients, found_infs):
+            for p, g in zip(params, grads):
+                p.grad = g.clone() if found_inf != 1.0 else torch.full_like(g, float("nan"))
+            if found_inf is not None:
+                optimizer.found_inf = torch.tensor(found_inf)
+            elif hasattr(optimizer, "found_inf"):
+                del optimizer.found_inf
+            optimizer.step()
+        return {"params": [p.detach() for p in params], "state": [optimizer.state[p] for p in params]}
+
+    plain = run([None, None, None])
+    assert identical(run([0.0, 0.0, 0.0]), plain)
+    assert identical(run([None, 1.0]), run([None])) and identical(run([None, 1.0, 1.0]), run([None]))
+    assert not identical(run([None, None]), run([None]))  # a step that is not skipped moves them
 
 
 def fit(config: str, save_dir: Path, *overrides: str) -> Path:
@@ -234,9 +369,11 @@ def test_a_checkpoint_saved_at_a_batch_end_resumes_at_the_next_batch(tmp_path):
     assert identical(cli.model.state_dict(), expected)
 
 
-def test_the_skipped_count_goes_on_after_a_resume(tmp_path, monkeypatch):
+@pytest.mark.parametrize("check", ["host", "device"])
+def test_the_skipped_count_goes_on_after_a_resume(check, tmp_path, monkeypatch):
     """non_finite.action=skip, a NaN loss at steps 2 and 5, stopped after step 3 and resumed:
-    train/skipped_batches counts on (1, then 2), as in the uninterrupted run."""
+    train/skipped_batches counts on (1, then 2), as in the uninterrupted run; with the check on
+    the device too (read before each validation: sine validates every step)."""
     original = RegressionTask.batch_loss
 
     def nan_at_chosen_steps(self, batch):
@@ -244,7 +381,7 @@ def test_the_skipped_count_goes_on_after_a_resume(tmp_path, monkeypatch):
         return loss * float("nan") if self.training and self.trainer.global_step in (1, 4) else loss
 
     monkeypatch.setattr(RegressionTask, "batch_loss", nan_at_chosen_steps)
-    settings = ["--non_finite.action=skip", "--trainer.callbacks=[]"]
+    settings = ["--non_finite.action=skip", "--trainer.callbacks=[]", f"--non_finite.check={check}"]
     whole = fit("sine", tmp_path / "whole", "--trainer.max_steps=6", *settings)
     parts = fit("sine", tmp_path / "parts", "--trainer.max_steps=3", *settings)
     fit("sine", tmp_path / "parts", "--trainer.max_steps=6", *settings, f"--ckpt_path={parts / 'checkpoints' / 'last.ckpt'}")
@@ -325,3 +462,31 @@ def test_a_run_resumed_from_where_it_was_solved_stays_stopped(config_path, tmp_p
 
     assert run() == (2, 2)
     assert run("--trainer.max_steps=10") == (2, 2)
+
+
+def test_the_check_auto_reads_on_the_device_only_where_it_pays_and_can():
+    """non_finite.check=auto: on the device for a GPU run whose optimizers take ``found_inf``; on the
+    host on a CPU (where reading costs nothing), with an optimizer that cannot skip its own step,
+    and under fp16's GradScaler (which sets ``found_inf`` itself: check=device is refused there)."""
+    from types import SimpleNamespace
+
+    from lstm_pl.errors import ConfigError
+    from lstm_pl.guards import NonFiniteLoss
+    from lstm_pl.optim import TFAdam
+
+    weights = [torch.nn.Parameter(torch.zeros(2))]
+    optimizers = {"TFAdam": TFAdam(weights), "fused Adam": torch.optim.Adam(weights, fused=True),
+                  "SGD": torch.optim.SGD(weights, lr=0.1)}
+
+    def chosen(device: str, optimizer: str, scaler=None, check: str = "auto") -> bool:
+        guard = NonFiniteLoss(check=check)
+        trainer = SimpleNamespace(optimizers=[optimizers[optimizer]], precision="16-mixed",
+                                  precision_plugin=SimpleNamespace(scaler=scaler))
+        guard.on_fit_start(trainer, SimpleNamespace(device=torch.device(device)))
+        return guard.on_device
+
+    assert chosen("cuda", "TFAdam") and chosen("cuda", "fused Adam")
+    assert not chosen("cpu", "TFAdam") and not chosen("cuda", "SGD") and not chosen("cuda", "TFAdam", scaler=object())
+    assert chosen("cpu", "TFAdam", check="device") and not chosen("cuda", "TFAdam", check="host")
+    with pytest.raises(ConfigError, match="non_finite.check: device cannot run with trainer.precision 16-mixed"):
+        chosen("cuda", "TFAdam", scaler=object(), check="device")
