@@ -14,9 +14,13 @@ work in TensorFlow:
 - ``Keras``: the harness's Keras network (``parity/tensorflow_side.py``), ``tf.function`` train
   step, the after-update loss and the same validations.
 
-Both TensorFlow contenders train on the same batches from the same initial weights (taken from a
-stripped port run made once per run, untimed). Neither draws figures nor writes files: the port's
-column is the whole of what a user waits for. Interpreter start and imports are excluded from all
+- ``TF1 graph, same work``: the same program doing the rest of what the port's run does (the
+  original's own ``predict``, closed loop, at the port's figure cadence on sine; the outputs for
+  the figures; the two figures written as PNG files: ``tf1_same_work``).
+
+The TensorFlow contenders train on the same batches from the same initial weights (taken from a
+stripped port run made once per run, untimed). ``TF1 graph`` and ``Keras`` draw no figures and
+write no files: the port's column is the whole of what a user waits for. Interpreter start and imports are excluded from all
 three and reported apart (a fresh process importing each side, median of ``--rounds``). Everything
 on one thread; contenders interleaved round by round; the median of ``--rounds``. Prints one
 Markdown table: seconds per run and the ratios TensorFlow/port (above 1: the port is faster).
@@ -36,9 +40,11 @@ import time
 from pathlib import Path
 
 
+import numpy as np
+
 from benchmarks.tasks import one_thread_each
 from lstm_pl.cli import CLI
-from parity import pytorch_side, tf1_side
+from parity import original, pytorch_side, tf1_side
 from parity.checks import training_inputs
 
 RUNS = ("sine", "sine_rnn", "adding", "adding_rnn")
@@ -55,10 +61,54 @@ def port(run: str, folder: str, extra: tuple[str, ...] = ()) -> float:
     return time.perf_counter() - start
 
 
-def cadence(run: str, folder: str) -> int:
-    """The port's validation cadence in steps (``trainer.val_check_interval``)."""
-    return int(pytorch_side.build(f"configs/{run}.yaml", [f"--trainer.logger.init_args.save_dir={folder}"])
-               .config.trainer.val_check_interval)
+def cadence(run: str, folder: str) -> tuple[int, int]:
+    """The port's validation cadence in steps (``trainer.val_check_interval``) and that of its
+    closed-loop prediction (``SineWaveform.every_n_steps``; 0 where the run has none)."""
+    config = pytorch_side.build(f"configs/{run}.yaml", [f"--trainer.logger.init_args.save_dir={folder}"]).config
+    waveform = [callback for callback in config.trainer.callbacks or [] if callback.class_path.endswith("SineWaveform")]
+    return int(config.trainer.val_check_interval), int(waveform[0].init_args.every_n_steps) if waveform else 0
+
+
+def tf1_same_work(recording, inputs, validate_every: int, closed_loop_every: int, folder: str) -> float:
+    """Seconds of the TF1 graph program doing the port's whole run: ``tf1_side.train`` at the port's
+    validation cadence, with the original's closed-loop ``predict`` at the port's figure cadence
+    (sine) and its outputs on the series (sine) or the validation split (adding) at the end, then
+    the two figures the port draws (the loss curves; the waveform or the prediction scatter),
+    written as PNG files as the original's main1.py/main2.py wrote theirs."""
+    from matplotlib.figure import Figure
+
+    start = time.perf_counter()
+    data = recording.data
+    if data["kind"] == "sine":
+        windows, _ = original.sine(data, np.random.RandomState(data["seed"]))
+        extra = dict(closed_loop_every=closed_loop_every, first_window=windows[0], closed_loop_steps=len(windows),
+                     predict=windows)
+    else:
+        extra = dict(predict=inputs.val_batches[0][0])
+    result = tf1_side.train(recording, "float32", inputs, validate_every=validate_every, **extra)
+    figure = Figure(figsize=(7, 4))
+    ax = figure.subplots()
+    ax.plot(result["losses"], lw=0.8, label="train")
+    ax.plot(result["losses_after_update"], lw=0.8, label="train, after update")
+    ax.plot(np.arange(1, len(result["val_losses"]) + 1) * validate_every, result["val_losses"], label="val")
+    ax.set(xlabel="step", ylabel="MSE", yscale="log")
+    ax.legend()
+    figure.savefig(Path(folder) / "loss_curves.png", dpi=110, bbox_inches="tight")
+    if data["kind"] == "sine":
+        figure = Figure(figsize=(9, 4))
+        ax = figure.subplots()
+        wave = np.concatenate([windows[0, :, 0], windows[1:, -1, 0]])
+        ax.plot(wave, lw=0.8, label="data")
+        ax.plot(np.arange(len(windows)) + windows.shape[1], result["predictions"][:, 0], label="one step")
+        ax.plot(np.arange(len(windows)) + windows.shape[1], result["closed_loop"], label="closed loop")
+        ax.legend()
+        figure.savefig(Path(folder) / "waveform.png", dpi=110, bbox_inches="tight")
+    else:
+        figure = Figure(figsize=(5, 5))
+        ax = figure.subplots()
+        ax.scatter(inputs.val_batches[0][1][:, 0], result["predictions"][:, 0], s=4, alpha=0.5)
+        figure.savefig(Path(folder) / "predictions.png", dpi=110, bbox_inches="tight")
+    return time.perf_counter() - start
 
 
 def import_seconds(side: str, rounds: int) -> float:
@@ -77,12 +127,13 @@ def measure(run: str, rounds: int) -> tuple[int, dict[str, float]]:
     from parity import tensorflow_side
 
     with tempfile.TemporaryDirectory() as folder:
-        every = cadence(run, folder)
+        every, closed_loop_every = cadence(run, folder)
         recording = pytorch_side.record(f"configs/{run}.yaml", "float32", 0, Path(folder) / "recording")
         inputs = training_inputs(recording, "float32")
         contenders = {
             "port": lambda: port(run, folder),
             "tf1": lambda: tf1_side.train(recording, "float32", inputs, validate_every=every)["seconds"],
+            "tf1 same work": lambda: tf1_same_work(recording, inputs, every, closed_loop_every, folder),
             "keras": lambda: tensorflow_side.train(recording, "float32", inputs, validate_every=every,
                                                    after_update=True)["seconds"]}
         times: dict[str, list[float]] = {name: [] for name in contenders}
@@ -121,12 +172,14 @@ def main() -> None:
         return
     print(f"imports in a fresh interpreter (excluded below): port {import_seconds('port', args.rounds):.1f} s, "
           f"TensorFlow with tf_keras {import_seconds('TF1', args.rounds):.1f} s", flush=True)
-    print("| run | validations | port (s) | TF1 graph (s) | Keras (s) | TF1/port | Keras/port |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| run | validations | port (s) | TF1 graph (s) | TF1 graph, same work (s) | Keras (s) | TF1/port | "
+          "TF1 same work/port | Keras/port |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for run in args.runs:
         validations, seconds = measure(run, args.rounds)
-        print(f"| {run} | {validations} | {seconds['port']:.2f} | {seconds['tf1']:.2f} | {seconds['keras']:.2f} | "
-              f"{seconds['tf1'] / seconds['port']:.2f} | {seconds['keras'] / seconds['port']:.2f} |", flush=True)
+        print(f"| {run} | {validations} | {seconds['port']:.2f} | {seconds['tf1']:.2f} | {seconds['tf1 same work']:.2f} | "
+              f"{seconds['keras']:.2f} | {seconds['tf1'] / seconds['port']:.2f} | "
+              f"{seconds['tf1 same work'] / seconds['port']:.2f} | {seconds['keras'] / seconds['port']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -37,13 +37,21 @@ def tf1_lstm_layout(layer: dict) -> tuple[np.ndarray, np.ndarray]:
     return np.hstack([i, g, f, o]), np.concatenate([b_i, b_g, b_f - FORGET_BIAS, b_o])
 
 
-def train(recording: Recording, dtype: str, inputs: TrainingInputs, validate_every: int = 0) -> dict:
+def train(recording: Recording, dtype: str, inputs: TrainingInputs, validate_every: int = 0,
+          closed_loop_every: int = 0, first_window: np.ndarray | None = None, closed_loop_steps: int = 0,
+          predict: np.ndarray | None = None) -> dict:
     """Run the original program's graph from the recording's initial weights on ``inputs.batches``
     (one ``sess.run([loss, train_step])`` each: the loss before the update, as PyTorch logs it;
     then, as the original's fit did, ``loss.eval`` on the same batch: the loss after the update)
     and evaluate the loss on ``inputs.val_batches``, at the end and, with ``validate_every``, every
     that many steps (the port's cadence, for ``benchmarks.runs``). Returns both per-step curves, the
-    validation loss (and the curve of it) and the seconds taken."""
+    validation loss (and the curve of it) and the seconds taken.
+
+    For ``benchmarks.runs``' "same work" column, also the original's ``predict`` (RecurrentNN.predict
+    L422: one ``sess.run`` of a batch of one window per step, the window slid over the prediction)
+    ``closed_loop_steps`` steps from ``first_window``, at the validations of every
+    ``closed_loop_every``-th step and of the last (the port's sine figure callback's cadence), and
+    the outputs for ``predict`` after training: returned as ``closed_loop`` and ``predictions``."""
     start = time.perf_counter()
     os.environ["TF_USE_LEGACY_KERAS"] = "1"  # read when tf.compat.v1.nn.rnn_cell is first touched
     import tensorflow as tf
@@ -89,7 +97,15 @@ def train(recording: Recording, dtype: str, inputs: TrainingInputs, validate_eve
                     squared, count = squared + float(loss) * y.size, count + y.size
                 return squared / count
 
-            losses, after_update, val_losses = [], [], []
+            def closed_loop() -> np.ndarray:
+                window, predicted = first_window.astype(dtype)[None], []
+                for _ in range(closed_loop_steps):
+                    y = session.run(y_out_op, {X_holder: window[-1:], batch_size_holder: 1})
+                    predicted.append(float(y[0, 0]))
+                    window = np.concatenate([window[:, 1:], y[:, None, :]], axis=1)
+                return np.array(predicted)
+
+            losses, after_update, val_losses, closed = [], [], [], None
             for step, (x, y) in enumerate(inputs.batches, start=1):
                 feed = {X_holder: x, t_holder: y, batch_size_holder: len(x)}
                 loss, _ = session.run([loss_op, train_step], feed_dict=feed)
@@ -97,7 +113,12 @@ def train(recording: Recording, dtype: str, inputs: TrainingInputs, validate_eve
                 after_update.append(float(session.run(loss_op, feed_dict=feed)))  # RecurrentNN.fit L404
                 if validate_every and step % validate_every == 0:
                     val_losses.append(validation_loss())
+                    if closed_loop_every and (step % closed_loop_every == 0 or step == len(inputs.batches)):
+                        closed = closed_loop()
                 heap.release()  # freed memory back once the heap has grown by heap.GROWTH (parity/heap.py)
             val_loss = validation_loss()
+            predictions = (None if predict is None else
+                           session.run(y_out_op, {X_holder: predict.astype(dtype), batch_size_holder: len(predict)}))
     return dict(losses=np.array(losses), losses_after_update=np.array(after_update), val_loss=val_loss,
-                val_losses=np.array(val_losses), seconds=time.perf_counter() - start)
+                val_losses=np.array(val_losses), closed_loop=closed, predictions=predictions,
+                seconds=time.perf_counter() - start)
