@@ -475,3 +475,22 @@ def test_both_tensorflow_sides_validate_at_the_ports_cadence(tmp_path):
     np.testing.assert_allclose(eager["losses_after_update"], graph["losses_after_update"], rtol=1e-9)
     np.testing.assert_allclose(eager["val_losses"], graph["val_losses"], rtol=1e-9)
     assert "losses_after_update" not in tensorflow_side.train(recording, "float64", inputs)  # compare.py's rule
+
+
+def test_the_tf1_program_predicts_as_the_original_did(tmp_path):
+    """``benchmarks.runs``' "same work" column: TF1's graph also runs the original's closed-loop
+    ``predict`` (its own outputs fed back) at the port's figure cadence, and the one-step outputs on
+    every window after training; both start from the first window with the final weights."""
+    from parity import original
+    from parity.checks import training_inputs
+
+    recording = pytorch_side.record(str(compare.CONFIGS / "sine.yaml"), "float64", 6, tmp_path)
+    inputs = training_inputs(recording, "float64")
+    windows, _ = original.sine(recording.data, np.random.RandomState(recording.data["seed"]))
+    graph = tf1_side.train(recording, "float64", inputs, validate_every=3, closed_loop_every=3,
+                           first_window=windows[0], closed_loop_steps=len(windows), predict=windows)
+    closed, one_step = graph["closed_loop"], graph["predictions"][:, 0]
+    assert closed.shape == one_step.shape == (len(windows),) and np.isfinite(closed).all()
+    assert closed[0] == one_step[0]  # the first window, the same (final) weights
+    assert not np.allclose(closed[5:], one_step[5:])  # later ones from its own outputs, not the data
+    assert tf1_side.train(recording, "float64", inputs)["closed_loop"] is None  # only where asked
