@@ -41,7 +41,7 @@ class NonFiniteLoss(pl.Callback):
         self.check, self.device_check_every = check, device_check_every
         self.last_finite: tuple[int, torch.Tensor] | None = None
         self.skipped, self.skip_this_step, self.in_a_row = 0, False, 0
-        self.on_device = False
+        self.on_device, self.read_at = False, -1
         self.flags: DeviceFlags | None = None
 
     def on_fit_start(self, trainer, pl_module):
@@ -60,9 +60,10 @@ class NonFiniteLoss(pl.Callback):
     def on_before_backward(self, trainer, pl_module, loss):
         step = trainer.global_step + 1
         if self.on_device:
+            loss = loss.detach().reshape(())  # a one-element loss of any shape
             if self.flags is None:
                 self.flags = DeviceFlags(loss, self.skipped, self.in_a_row)
-            self.flags.add_loss(step, loss.detach())
+            self.flags.add_loss(step, loss)
             return
         if bool(torch.isfinite(loss)):
             self.last_finite = (step, loss.detach())
@@ -127,7 +128,9 @@ class NonFiniteLoss(pl.Callback):
             self.check_in_a_row(reading.limit_reached_at)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.on_device and trainer.global_step % self.device_check_every == 0:
+        step = trainer.global_step  # once per optimizer step (micro-batches share it), not before the first
+        if self.on_device and step and step % self.device_check_every == 0 and step != self.read_at:
+            self.read_at = step
             self.read_device(trainer)
 
     def on_validation_start(self, trainer, pl_module):
@@ -205,10 +208,11 @@ class DeviceFlags:
         """``found_inf`` for step ``step``'s update (float, 1: drop it): its micro-batches met a
         non-finite loss, or (``sticky``) any step has; the counts move on."""
         found_inf = (self.any_bad if sticky else self.step_bad).float()
-        self.skipped = self.skipped + self.step_bad
-        self.in_a_row = torch.where(self.step_bad, self.in_a_row + 1, 0)
-        self.limit_reached_at = torch.where((self.in_a_row >= max_in_a_row) & (self.limit_reached_at < 0), step,
-                                            self.limit_reached_at)
+        if not sticky:  # skip: count; stop: the run ends at the reading, nothing is counted as skipped
+            self.skipped = self.skipped + self.step_bad
+            self.in_a_row = torch.where(self.step_bad, self.in_a_row + 1, 0)
+            self.limit_reached_at = torch.where((self.in_a_row >= max_in_a_row) & (self.limit_reached_at < 0), step,
+                                                self.limit_reached_at)
         self.step_bad = torch.zeros_like(self.step_bad)
         return found_inf
 

@@ -54,6 +54,17 @@ class TFAdam(torch.optim.Optimizer):
                              f"got lr={lr}, betas={betas}, eps={eps}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps))
 
+    FLOAT32_STATE = ("beta1_power", "beta2_power", "beta1_32", "beta2_32")  # TF1's float32 variables and constants
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch's loading casts every floating state tensor to its parameter's dtype; TF1's β
+        powers and β constants stay float32 (a resumed float64 run goes on bit for bit)."""
+        super().load_state_dict(state_dict)
+        for state in self.state.values():
+            for key in self.FLOAT32_STATE:
+                if key in state:
+                    state[key] = state[key].to(torch.float32)
+
     @staticmethod
     def _settings(group: dict) -> list[float]:
         return [float(group["lr"]), *map(float, group["betas"]), float(group["eps"])]
@@ -87,10 +98,10 @@ class TFAdam(torch.optim.Optimizer):
                     state.update(self._constants(group, p))
                 by_kind.setdefault((p.device, p.dtype), []).append(p)
             found_inf = getattr(self, "found_inf", None)
-            for (device, _), params in by_kind.items():
+            for (device, dtype), params in by_kind.items():
                 states = [self.state[p] for p in params]
-                found_on = None if found_inf is None else found_inf.to(device, non_blocking=True)
-                kernels = compiled_kernels() if device.type == "cpu" else None
+                found_on = None if found_inf is None else found_inf.to(device, non_blocking=device.type != "cpu")
+                kernels = compiled_kernels() if device.type == "cpu" and dtype in (torch.float32, torch.float64) else None
                 if kernels is not None and all(p.is_contiguous() for p in params):
                     self._apply_compiled(kernels, params, states, found_on)
                 else:
@@ -117,9 +128,9 @@ class TFAdam(torch.optim.Optimizer):
         for element the same operations in the same order, but ATen's kernels round some elements
         differently from TF1's in the last bit (128 of 10,906 float32 elements after six steps,
         ``tests/test_optim.py``); ``_apply_compiled`` does not.
-        With ``found_inf`` (1: skip), every change is multiplied by keep = 1 - found_inf (exact
-        for 1; for 0 it adds ±0 to finite m and v, the gradients made 0 first) and the powers
-        multiplied by β or by 1, chosen on the device."""
+        With ``found_inf`` (1: skip), the changes of m and v are multiplied by keep = 1 - found_inf
+        (exact for 1; for 0 it adds ±0 to finite m and v, the gradients made 0 first), θ's is
+        chosen (0 where skipped) and the powers multiplied by β or by 1, all on the device."""
         def column(key):
             return [state[key] for state in states]
 
@@ -133,7 +144,6 @@ class TFAdam(torch.optim.Optimizer):
             skip = found_inf.to(torch.bool)
             keep = 1 - found_inf.to(dtype)
             grads = [torch.where(skip, 0, g) for g in grads]
-            lr_t = lr_t * keep
             one_minus_beta1, one_minus_beta2 = (torch._foreach_mul(c, keep) for c in (one_minus_beta1, one_minus_beta2))
             one = torch.ones((), dtype=torch.float32, device=found_inf.device)
             beta1_32, beta2_32 = ([torch.where(skip, one, b) for b in c] for c in (beta1_32, beta2_32))
@@ -148,6 +158,8 @@ class TFAdam(torch.optim.Optimizer):
         root = torch._foreach_sqrt(v)
         torch._foreach_add_(root, column("eps"))
         torch._foreach_div_(step, root)
+        if found_inf is not None:  # chosen, not multiplied: with ε = 0 and v = 0 the step is 0/0
+            step = [torch.where(skip, 0, s) for s in step]
         torch._foreach_sub_(params, step)
         torch._foreach_mul_(column("beta1_power"), beta1_32)
         torch._foreach_mul_(column("beta2_power"), beta2_32)

@@ -490,3 +490,24 @@ def test_the_check_auto_reads_on_the_device_only_where_it_pays_and_can():
     assert chosen("cpu", "TFAdam", check="device") and not chosen("cuda", "TFAdam", check="host")
     with pytest.raises(ConfigError, match="non_finite.check: device cannot run with trainer.precision 16-mixed"):
         chosen("cuda", "TFAdam", scaler=object(), check="device")
+
+
+def test_a_device_stop_counts_no_skipped_steps_in_its_checkpoints(tmp_path, monkeypatch, capsys):
+    """check=device with action=stop: the steps between the non-finite loss and the host's reading
+    are dropped, not "skipped": a checkpoint taken among them counts none, so a run resumed from it
+    does not report skipped steps it never skipped."""
+    original = RegressionTask.batch_loss
+
+    def nan_at_step_2(self, batch):
+        loss = original(self, batch)
+        return loss * float("nan") if self.training and self.trainer.global_step == 1 else loss
+
+    monkeypatch.setattr(RegressionTask, "batch_loss", nan_at_step_2)
+    settings = ["--trainer.callbacks=[]", "--non_finite.check=device", "--trainer.limit_val_batches=0",
+                "--checkpoint.every_n_train_steps=2"]
+    with pytest.raises(SystemExit) as exit_:
+        fit("sine", tmp_path, "--trainer.max_steps=6", *settings)
+    assert exit_.value.code == 2 and "the training loss is nan at step 2" in capsys.readouterr().err
+    saved = torch.load(tmp_path / "sine" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    guard_state = next(state for key, state in saved["callbacks"].items() if "NonFiniteLoss" in key)
+    assert saved["global_step"] == 6 and guard_state["skipped"] == 0

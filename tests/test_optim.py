@@ -1,6 +1,8 @@
 """TFAdam is TensorFlow 1's AdamOptimizer: its ε-hat formula, checked by hand, and bit for bit
 against tf.compat.v1.train.AdamOptimizer where TensorFlow is installed."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -162,3 +164,58 @@ def test_the_foreach_step_is_the_compiled_one_to_the_last_bits(dtype, monkeypatc
     for run in runs:
         assert all(torch.equal(a, b) for a, b in zip(run[3], run[4]))  # step 5 skipped
         assert not any(torch.equal(a, b) for a, b in zip(run[4], run[5]))
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_resumed_float64_run_steps_on_bit_for_bit(compiled, monkeypatch):
+    """torch's ``load_state_dict`` casts floating state to the parameter's dtype; TF1's β powers and
+    constants stay float32, so a float64 run resumed from its optimizer state steps as the
+    uninterrupted one (and the compiled step, which takes float32 powers only, runs)."""
+    from lstm_pl import fused, optim
+
+    if compiled:
+        compiled_module()
+    monkeypatch.setattr(optim, "compiled_kernels", fused.kernels if compiled else lambda: None)
+    start, gradients = several_parameters(torch.float64)
+    whole = [torch.nn.Parameter(p.clone()) for p in start]
+    optimizer = TFAdam(whole, lr=1e-3)
+    for step, grads in enumerate(gradients):
+        if step == 3:
+            saved = copy.deepcopy(optimizer.state_dict())  # a checkpoint: not the live tensors
+            parts = [torch.nn.Parameter(p.detach().clone()) for p in whole]
+        for p, g in zip(whole, grads):
+            p.grad = g.clone()
+        optimizer.step()
+    resumed = TFAdam(parts, lr=1e-3)
+    resumed.load_state_dict(saved)
+    assert all(resumed.state[p]["beta1_power"].dtype == torch.float32 for p in parts)
+    for grads in gradients[3:]:
+        for p, g in zip(parts, grads):
+            p.grad = g.clone()
+        resumed.step()
+    assert all(torch.equal(a, b) for a, b in zip(whole, parts))
+
+
+def test_half_precision_parameters_step_on_the_foreach_path():
+    """bfloat16 and float16 parameters (which the compiled step does not take) still step. (In
+    bfloat16 β₂ = 0.999 rounds to 1, so TF1's update is 0 there: only that it runs is checked.)"""
+    for dtype in (torch.bfloat16, torch.float16):
+        weight = torch.nn.Parameter(torch.ones(4, dtype=dtype))
+        optimizer = TFAdam([weight], lr=0.1)
+        weight.grad = torch.ones_like(weight)
+        optimizer.step()
+        assert weight.dtype == dtype and (dtype == torch.bfloat16 or bool((weight < 1).all()))
+
+
+def test_a_skipped_step_with_eps_zero_moves_nothing(monkeypatch):
+    """The ``_foreach`` path (a GPU's) skipping through ``found_inf`` where ε = 0 and v = 0: θ is
+    chosen, not multiplied by 0 (which would make it 0/0 = NaN)."""
+    from lstm_pl import optim
+
+    monkeypatch.setattr(optim, "compiled_kernels", lambda: None)
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = TFAdam([weight], lr=0.1, eps=0.0)
+    weight.grad = torch.full_like(weight, float("nan"))
+    optimizer.found_inf = torch.tensor(1.0)
+    optimizer.step()
+    assert torch.equal(weight.detach(), torch.ones(3))
