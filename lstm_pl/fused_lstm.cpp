@@ -519,7 +519,8 @@ std::vector<torch::Tensor> rnn_backward(torch::Tensor grad_hs, torch::Tensor h, 
 }
 
 // TF1's Adam (lstm_pl/optim.py, TFAdam; training_ops.ApplyAdam) on every parameter of one device and
-// dtype in one call, where the _foreach path makes ~20 dispatches (96 µs of a 0.66 ms sine step):
+// dtype in one call, where the _foreach path makes ~20 dispatches (95 µs of a 0.66 ms sine step; this
+// loop, vectorised, 18 µs: python -m benchmarks.adam):
 //     lr_t = lr · √(1 - β₂ᵗ) / (1 - β₁ᵗ)       (the powers float32 variables, cast to the dtype)
 //     m += (g - m)(1 - β₁);   v += (g² - v)(1 - β₂);   θ -= (m · lr_t) / (√v + ε)
 //     β₁ᵗ *= β₁, β₂ᵗ *= β₂                      (in float32)
@@ -545,7 +546,9 @@ __attribute__((noinline)) void tf_adam_elements(T* __restrict__ theta, const T* 
     const T vi = v[i] + square;
     v[i] = vi;
     T update = mi * lr_t;
-    T root = std::sqrt(vi);
+    T root;
+    if constexpr (std::is_same_v<T, float>) root = __builtin_sqrtf(vi);  // the instruction, inlined (IEEE)
+    else root = __builtin_sqrt(vi);
     root = root + eps;
     update = update / root;
     theta[i] = theta[i] - update;
