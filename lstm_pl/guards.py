@@ -220,9 +220,9 @@ class DeviceFlags:
         integers = torch.stack([self.first_bad_step, self.last_finite_step, self.skipped, self.in_a_row,
                                 self.limit_reached_at]).tolist()  # the host synchronisation
         first_bad_step, last_finite_step, skipped, in_a_row, limit_reached_at = integers
-        losses = torch.stack([self.first_bad_loss, self.last_finite_loss]).tolist() if first_bad_step >= 0 else [0.0, 0.0]
-        return Reading(first_bad=(first_bad_step, losses[0]) if first_bad_step >= 0 else None,
-                       last_finite=(last_finite_step, losses[1]) if last_finite_step >= 0 else None,
+        first_bad_loss, last_finite_loss = torch.stack([self.first_bad_loss, self.last_finite_loss]).tolist()
+        return Reading(first_bad=(first_bad_step, first_bad_loss) if first_bad_step >= 0 else None,
+                       last_finite=(last_finite_step, last_finite_loss) if last_finite_step >= 0 else None,
                        skipped=skipped, in_a_row=in_a_row,
                        limit_reached_at=limit_reached_at if limit_reached_at >= 0 else None)
 
