@@ -8,8 +8,9 @@ state, instead of a dozen operator launches from Python, and makes the products 
 than oneDNN (``choose``, once per machine, remembered in ``choices.json`` beside the module;
 ``LSTM_PL_LSTM=onednn`` or ``fused`` fixes the choice). It is compiled with the machine's C++
 compiler through ``torch.utils.cpp_extension`` (ninja), into ``~/.cache/lstm_pl/`` keyed by the
-torch version and the source; ``make setup`` builds it (``python -m lstm_pl.fused``) so that the
-first run does not wait.
+torch version and the source (``LSTM_PL_CACHE`` moves it); ``make setup`` builds it (``python -m
+lstm_pl.fused``) so that the first run does not wait. A module whose bytes are not those its build
+recorded (a build cut short, a full disk) is built again, never loaded.
 
 Where it cannot be built (no compiler, no ninja) or ``LSTM_PL_FUSED=0`` is set, ``kernels()``
 returns None after one line on the log: the hand-written cells run their eager path and ``cell:
@@ -26,7 +27,10 @@ import json
 import logging
 import os
 import platform
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -48,31 +52,107 @@ LDFLAGS = ["-lm", "-fopenmp"]  # glibc's libm brings libmvec, the vector exp and
 log = logging.getLogger(__name__)
 
 
+LAYOUT = "checksummed"  # how a build is published (``build``): part of the folder's key, so that
+                        # modules published before the checksum are not taken for damaged ones
+
+
 def build_directory() -> Path:
     """Where the compiled module lives: one folder per torch version, Python, source, flags and CPU
     (``-march=native``: a home folder shared by two kinds of CPU keeps a module for each)."""
     root = Path(os.environ.get("LSTM_PL_CACHE", Path.home() / ".cache" / "lstm_pl"))
-    recipe = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS + LDFLAGS + [machine()]).encode()).hexdigest()[:12]
+    recipe = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS + LDFLAGS + [machine(), LAYOUT]).encode()).hexdigest()[:12]
     return root / f"torch-{torch.__version__}-py{sys.version_info.major}{sys.version_info.minor}" / recipe
 
 
 def build(verbose: bool = False):
-    """Import the compiled module, compiling it first where it is not there yet; raises whatever
-    the build raises. (A built module is imported directly: torch's loader would spend seconds
-    checking the compiler and ninja again.)"""
-    folder = build_directory()
-    library = folder / f"{NAME}.so"
-    if not library.exists():
-        from torch.utils.cpp_extension import load
+    """Import the compiled module, compiling it first where it is not there yet or is damaged;
+    raises whatever the build raises. One process builds at a time (a lock file beside the module);
+    one that waited loads the module just built."""
+    library = build_directory() / f"{NAME}.so"
+    if intact(library):
+        return import_module(library)
+    waiting = f"lstm_pl: waiting for another process's build of the fused LSTM kernels in {library.parent}"
+    with locked(library, waiting=waiting) as held:
+        if intact(library):
+            return import_module(library)
+        return compile_and_publish(library, verbose, clear_stale=held)
 
-        folder.mkdir(parents=True, exist_ok=True)
-        log.warning("lstm_pl: compiling the fused LSTM kernels, once (about 30 s), into %s", folder)
-        return load(name=NAME, sources=[str(SOURCE)], extra_cflags=list(CFLAGS), extra_ldflags=list(LDFLAGS),
-                    build_directory=str(folder), verbose=verbose)
+
+def checksum_path(library: Path) -> Path:
+    return library.with_name(f"{library.name}.sha256")
+
+
+def intact(library: Path) -> bool:
+    """Whether ``library`` holds the bytes its build recorded (``<name>.sha256`` beside it). A module
+    cut short would crash the process when loaded (a bus error, with nothing said): it is never loaded."""
+    try:
+        return hashlib.sha256(library.read_bytes()).hexdigest() == checksum_path(library).read_text().strip()
+    except OSError:
+        return False
+
+
+def damage(library: Path) -> str | None:
+    """What is wrong with a module that is there but not ``intact``; None where there is none."""
+    if not library.exists():
+        return None
+    if not checksum_path(library).exists():
+        return "its checksum is missing"
+    return "not the bytes its build recorded: a build cut short, a full disk or an overwrite"
+
+
+def import_module(library: Path):
+    """The module at ``library``, imported directly: torch's loader would spend seconds checking the
+    compiler and ninja again."""
     spec = importlib.util.spec_from_file_location(NAME, library)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def compile_and_publish(library: Path, verbose: bool, clear_stale: bool):
+    """Compile in a staging folder of this process's own, then publish: the checksum, then the
+    module renamed into place, so that another process sees no module or a whole one; import it.
+    ``clear_stale`` (only under the lock, when no other build can be running): first remove the
+    staging folders of killed builds."""
+    if clear_stale:
+        for stale in library.parent.glob(".staging-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = library.parent / f".staging-{socket.gethostname()}-{os.getpid()}"
+    staging.mkdir(parents=True)  # a read-only cache stops here, before a line says that a build starts
+    try:
+        why = damage(library)
+        if why:
+            log.warning("lstm_pl: the compiled kernels in %s are damaged (%s); compiling them again (about 30 s)",
+                        library.parent, why)
+        else:
+            log.warning("lstm_pl: compiling the fused LSTM kernels, once (about 30 s), into %s", library.parent)
+        compile_module(staging, verbose)
+        built = staging / library.name
+        checksum = staging / checksum_path(library).name
+        checksum.write_text(hashlib.sha256(built.read_bytes()).hexdigest() + "\n")
+        os.replace(checksum, checksum_path(library))
+        os.replace(built, library)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return import_module(library)
+
+
+BUILD = ("import sys; from torch.utils.cpp_extension import load; "
+         "load(name=sys.argv[1], sources=[sys.argv[2]], extra_cflags=sys.argv[3].split(), "
+         "extra_ldflags=sys.argv[4].split(), build_directory=sys.argv[5], verbose=sys.argv[6] == '1')")
+
+
+def compile_module(folder: Path, verbose: bool) -> None:
+    """torch's build of the module (ninja and the machine's C++ compiler) into ``folder``, in a
+    process of its own: in this one, torch's loader would name a second build ``<name>_v1``."""
+    command = [sys.executable, "-c", BUILD, NAME, str(SOURCE), " ".join(CFLAGS), " ".join(LDFLAGS), str(folder),
+               "1" if verbose else "0"]
+    result = subprocess.run(command, capture_output=not verbose, text=True)
+    if result.returncode != 0:
+        lines = [line.strip() for line in (result.stderr or "").splitlines() if line.strip()]
+        # the compiler's first error where there is one, else the exception that ended the build
+        cause = next((line for line in lines if "error:" in line), lines[-1] if lines else "no output")
+        raise RuntimeError(f"the build failed (exit {result.returncode}): {cause}")
 
 
 def disabled() -> bool:
@@ -163,25 +243,41 @@ def choose(key: str, contenders: dict[str, Callable[[], object]], prefer: str, m
 
 
 @contextlib.contextmanager
-def locked(path: Path):
-    """An exclusive lock on ``path``'s lock file while the block runs (POSIX; elsewhere none)."""
+def locked(path: Path, waiting: str | None = None):
+    """An exclusive lock on ``path``'s lock file while the block runs; yields whether it is held. Not
+    where none can be taken (not POSIX, a read-only cache without the lock file, a file system
+    without locks): the block runs unlocked. ``waiting``: a line logged while another process holds it."""
     try:
         import fcntl
-    except ImportError:  # not POSIX: unlocked
-        yield
+    except ImportError:
+        yield False
         return
+    lock_file = path.with_name(f".{path.name}.lock")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(path.with_name(f".{path.name}.lock"), "w")
-    except OSError:  # a read-only cache: unlocked (and nothing is remembered, see write_choices)
-        yield
-        return
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        descriptor = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
         try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            descriptor = os.open(lock_file, os.O_RDONLY)  # a read-only cache: flock works on a file opened so
+        except OSError:
+            yield False
+            return
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting:
+                log.warning(waiting)
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        held = True
+    except OSError:  # no locks here (ENOLCK)
+        held = False
+    try:
+        yield held
+    finally:
+        if held:
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+        os.close(descriptor)
 
 
 def choices_path() -> Path:

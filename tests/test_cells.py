@@ -1,6 +1,10 @@
 """Each hand-written cell computes its equations, forwards and backwards, in float64."""
 
+import errno
+import fcntl
 import re
+import threading
+import time
 
 import pytest
 import torch
@@ -249,6 +253,103 @@ def test_a_failed_build_falls_back_to_the_eager_loop_with_one_line(monkeypatch, 
         fused.kernels.cache_clear()
     notices = [r.getMessage() for r in caplog.records if r.name == "lstm_pl.fused"]
     assert len(notices) == 1 and "no C++ compiler" in notices[0] and "\n" not in notices[0]
+
+
+@pytest.fixture
+def module_cache(tmp_path, monkeypatch):
+    """A kernel cache of the test's own, where compiling copies in the module this machine built (the
+    compiler takes 30 s): the module's path there, its bytes, and the staging folders compiled into."""
+    kernels_for("fused")
+    built = fused.build_directory() / f"{fused.NAME}.so"
+    module_bytes = built.read_bytes()
+    monkeypatch.setattr(fused, "build_directory", lambda: tmp_path / "cache")
+    compiled = []
+
+    def compile_module(staging, verbose):
+        compiled.append(staging)
+        (staging / built.name).write_bytes(module_bytes)
+    monkeypatch.setattr(fused, "compile_module", compile_module)
+    return tmp_path / "cache" / built.name, module_bytes, compiled
+
+
+def test_the_compiled_module_is_published_whole_with_its_checksum(module_cache):
+    library, module_bytes, compiled = module_cache
+    assert callable(fused.build().tf_adam) and len(compiled) == 1
+    assert library.read_bytes() == module_bytes and fused.intact(library)
+    assert not list(library.parent.glob(".staging-*"))
+    assert callable(fused.build().tf_adam) and len(compiled) == 1  # built once, then loaded
+
+
+@pytest.mark.parametrize("damage", ["cut short", "overwritten", "checksum lost"])
+def test_a_damaged_compiled_module_is_built_again_never_loaded(module_cache, damage, caplog):
+    """A module cut short (a killed build, a full disk) crashed every later run with a bus error and
+    no message when loaded; one overwritten left every run on the slow path. Both are built again."""
+    library, module_bytes, compiled = module_cache
+    fused.build()
+    if damage == "checksum lost":
+        fused.checksum_path(library).unlink()
+    else:  # a new file in its place: writing into the loaded module's own file would crash this process
+        damaged_file = library.with_name("damaged")
+        damaged_file.write_bytes(module_bytes[:4096] if damage == "cut short" else b"\0" * len(module_bytes))
+        damaged_file.replace(library)
+    assert not fused.intact(library)  # (were it loaded, this process would crash: a bus error or a segfault)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lstm_pl.fused"):
+        assert callable(fused.build().tf_adam)
+    assert len(compiled) == 2 and library.read_bytes() == module_bytes and fused.intact(library)
+    lines = [r.getMessage() for r in caplog.records if r.name == "lstm_pl.fused"]
+    assert len(lines) == 1 and "are damaged" in lines[0] and str(library.parent) in lines[0]  # one line, the build's
+    assert ("checksum is missing" in lines[0]) == (damage == "checksum lost")
+
+
+def test_a_build_that_fails_midway_publishes_nothing(module_cache, monkeypatch):
+    library, module_bytes, compiled = module_cache
+    stale = library.parent / ".staging-host-1"  # left by a killed build
+    stale.mkdir(parents=True)
+
+    def fails_midway(staging, verbose):
+        (staging / library.name).write_bytes(module_bytes[:4096])
+        raise OSError("the linker was killed")
+    working = fused.compile_module
+    monkeypatch.setattr(fused, "compile_module", fails_midway)
+    with pytest.raises(OSError, match="killed"):
+        fused.build()
+    assert not library.exists() and not list(library.parent.glob(".staging-*"))
+    monkeypatch.setattr(fused, "compile_module", working)
+    assert callable(fused.build().tf_adam) and fused.intact(library)
+
+
+def test_a_build_waits_for_another_s_says_so_and_loads_its_module(module_cache, caplog):
+    """Two processes on an empty cache (DDP's, or two runs started together): one builds, the other
+    waits for its lock, saying so in a line, then loads what it published."""
+    library, module_bytes, compiled = module_cache
+    library.parent.mkdir(parents=True)
+    results = []
+    with fused.locked(library) as held:  # another process's build holds the lock (flock: per open file)
+        assert held
+        waiter = threading.Thread(target=lambda: results.append(fused.build()))
+        with caplog.at_level("WARNING", logger="lstm_pl.fused"):
+            waiter.start()
+            for _ in range(200):
+                if "waiting for another process's build" in caplog.text:
+                    break
+                time.sleep(0.01)
+            assert "waiting for another process's build" in caplog.text and not results
+            fused.compile_and_publish(library, verbose=False, clear_stale=True)  # its build, published
+    waiter.join(timeout=30)
+    assert callable(results[0].tf_adam) and len(compiled) == 1  # loaded, not built again
+
+
+def test_without_the_lock_a_build_leaves_other_builds_staging_alone(module_cache, monkeypatch):
+    """Where no lock can be taken (a file system without locks), another host's or process's build
+    may be running: its staging folder is not a killed build's, and stays."""
+    library, module_bytes, compiled = module_cache
+    monkeypatch.setattr(fcntl, "flock", lambda *args: (_ for _ in ()).throw(OSError(errno.ENOLCK, "no locks")))
+    with fused.locked(library) as held:
+        assert not held
+    running = library.parent / ".staging-otherhost-7"
+    running.mkdir(parents=True)
+    assert callable(fused.build().tf_adam) and running.is_dir()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
