@@ -7,12 +7,18 @@ sine at batch 10), by taking the port apart one layer at a time:
 - ``Lightning``: Lightning's own loop around the same network, optimizer and batches, with nothing
   of this project's: a minimal ``LightningModule`` (``training_step`` returns the loss), no logger,
   no callbacks, checkpointing or progress bar, the batches handed over as a plain iterable;
-- ``+ DataLoader``: the same, the batches from the task's DataModule (its ``DataLoader`` and sampler);
+- ``Lightning, barebones``: the same with ``Trainer(barebones=True)``, Lightning's own switch for
+  measuring its loop's overhead: off, every feature it names as costing speed (the logger,
+  ``log_every_n_steps``, ``self.log``, checkpointing, progress bar, summary, profiler);
+- ``Lightning, manual optimization``: the same module with ``automatic_optimization = False``, its
+  ``training_step`` calling ``zero_grad``, ``manual_backward`` and ``step`` itself (no closure);
+- ``+ DataLoader``: ``Lightning``, the batches from the task's DataModule (its ``DataLoader`` and sampler);
 - ``port``: ``benchmarks.tasks.port``, the config as a user runs it, training only (its Task, the
   logger, the training-loss recorder, the non-finite guard, the checkpoint and report callbacks).
 
 Milliseconds per step, the median of ``--rounds`` interleaved rounds (each a fresh run, 1,000 timed
-steps after 100), and each layer's cost over the one before it.
+steps after 100), each layer's cost over the one before it (the two variants of Lightning's loop:
+over ``Lightning``), and over bare.
 """
 
 from __future__ import annotations
@@ -42,6 +48,22 @@ class Minimal(pl.LightningModule):
         return self.optimizer
 
 
+class ManualMinimal(Minimal):
+    """``Minimal`` under manual optimization: the step's zero_grad, backward and update by hand."""
+
+    def __init__(self, net: torch.nn.Module, optimizer: torch.optim.Optimizer):
+        super().__init__(net, optimizer)
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        loss = super().training_step(batch, batch_idx)
+        self.manual_backward(loss)
+        optimizer.step()
+        return loss
+
+
 class Batches:
     """A plain iterable of ready batches (a list would be taken for several loaders)."""
 
@@ -55,14 +77,17 @@ class Batches:
         return len(self.batches)
 
 
-def lightning(task: str, batch: int, warmup: int, steps: int, folder: str, datamodule: bool) -> float:
-    """Seconds per step of Lightning's loop alone around the task's network, optimizer and batches."""
+def lightning(task: str, batch: int, warmup: int, steps: int, folder: str, datamodule: bool = False,
+              variant: str = "") -> float:
+    """Seconds per step of Lightning's loop alone around the task's network, optimizer and batches
+    (``variant``: ``barebones`` or ``manual``, see the module)."""
     cli = build(task, batch, warmup + steps, folder)
-    module = Minimal(cli.model.net, cli.model.configure_optimizers())
+    module = (ManualMinimal if variant == "manual" else Minimal)(cli.model.net, cli.model.configure_optimizers())
     clock = StepClock(warmup)
-    trainer = pl.Trainer(max_steps=warmup + steps, max_epochs=-1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[clock], limit_val_batches=0,
-                         num_sanity_val_steps=0, accelerator="cpu", devices=1)
+    quiet = (dict(barebones=True) if variant == "barebones" else
+             dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False))
+    trainer = pl.Trainer(max_steps=warmup + steps, max_epochs=-1, callbacks=[clock], limit_val_batches=0,
+                         num_sanity_val_steps=0, accelerator="cpu", devices=1, **quiet)
     if datamodule:
         trainer.fit(module, datamodule=cli.datamodule)
     else:
@@ -80,7 +105,11 @@ def main() -> None:
     one_thread_each()
     warmup, steps = 100, args.steps
     layers = {"bare": lambda folder: bare(args.task, args.batch, warmup, steps, folder),
-              "Lightning": lambda folder: lightning(args.task, args.batch, warmup, steps, folder, datamodule=False),
+              "Lightning": lambda folder: lightning(args.task, args.batch, warmup, steps, folder),
+              "Lightning, barebones": lambda folder: lightning(args.task, args.batch, warmup, steps, folder,
+                                                               variant="barebones"),
+              "Lightning, manual optimization": lambda folder: lightning(args.task, args.batch, warmup, steps, folder,
+                                                                         variant="manual"),
               "+ DataLoader": lambda folder: lightning(args.task, args.batch, warmup, steps, folder, datamodule=True),
               "port": lambda folder: port(args.task, args.batch, warmup, steps, folder)}
     times: dict[str, list[float]] = {name: [] for name in layers}
@@ -93,9 +122,11 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: |")
     previous = None
     for name, value in medians.items():
-        above = "" if previous is None else f"{value - previous:+.3f}"
+        variant = name.startswith("Lightning, ")  # compared with Lightning's loop, not the line above
+        above = "" if previous is None else f"{value - (medians['Lightning'] if variant else previous):+.3f}"
         print(f"| {name} | {value:.3f} | {above} | {value - medians['bare']:+.3f} |")
-        previous = value
+        if not variant:
+            previous = value
 
 
 if __name__ == "__main__":
