@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import math
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 from weakref import proxy
@@ -263,11 +264,26 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"ckpt_path: no such file {path}")
+    damaged = damaged_entry(path)
+    if damaged:
+        raise ConfigError(f"ckpt_path: {path} is damaged ({damaged} fails its CRC-32: bytes changed since it was "
+                          f"written); use an intact .ckpt written by lstm_pl")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - truncated zip, not a checkpoint, a pickle outside the allow-list
         raise ConfigError(f"ckpt_path: {path} is not a readable checkpoint ({first_line(error)}); "
                           f"use an intact .ckpt written by lstm_pl") from None
+
+
+def damaged_entry(path: Path) -> str | None:
+    """The first entry of a checkpoint (a zip archive, as ``torch.save`` writes it) whose bytes fail the
+    CRC-32 the archive recorded, or None. ``torch.load`` does not check them: a flipped bit in the
+    weights loads, and trains into NaN. Not a zip archive: None (``torch.load`` says what it is)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return None
 
 
 def importable(class_path: str) -> type | None:

@@ -143,6 +143,10 @@ class CLI(LightningCLI):
         for key, value in config.items():
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{key}: {value} is not a finite number")
+        interval = config.trainer.get("val_check_interval")
+        if isinstance(interval, (int, float)) and not isinstance(interval, bool) and interval <= 0:
+            raise ConfigError(f"trainer.val_check_interval: {interval} must be a positive number of steps "
+                              f"(or a fraction of an epoch)")
         if config.trainer.get("enable_progress_bar") is None:  # a bar on a terminal, else Report's lines
             config.trainer.enable_progress_bar = sys.stderr.isatty()
         logger = config.trainer.get("logger")
@@ -236,8 +240,10 @@ def known_failure(error: BaseException) -> str | None:
 
 def resume_command(cli: CLI | None, argv: list[str]) -> str:
     """The command that resumes ``cli``'s run from its ``last.ckpt``."""
+    if not argv or argv[0] != "fit":
+        return "run it again"
     checkpoint = getattr(getattr(getattr(cli, "trainer", None), "checkpoint_callback", None), "last_model_path", "")
-    if not checkpoint:
+    if not checkpoint or not Path(checkpoint).is_file():
         return "no checkpoint was written; start it again"
     kept, skip = [], False
     for arg in argv:
@@ -252,11 +258,19 @@ def main(args: list[str] | None = None) -> None:
     runtime.start()
     argv = list(sys.argv[1:] if args is None else args)
     received: list[int] = []
+    CLI.latest = None  # this command's CLI, once it is built (an earlier one in this process is not it)
 
-    def note(signum, frame):  # Lightning adds its own SIGTERM handling on top of this one
+    def note(signum, frame):
+        """Lightning adds its own SIGTERM handling on top of this one while it trains (a stop at the next
+        step, with last.ckpt saved); before and after that, a SIGTERM stops here. Once a stop is under
+        way, another signal does not break into its save."""
         received.append(signum)
+        if len(received) > 1:
+            return
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
+        if signal.getsignal(signal.SIGTERM) is note:  # no Lightning handler (yet, or any more) acts on it
+            raise SystemExit(128 + signum)
 
     previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -271,7 +285,8 @@ def main(args: list[str] | None = None) -> None:
         sys.exit(128 + received[0])
     except Exception as error:
         reason = cause(error, (ConfigError, TrainingError)) or known_failure(error)
-        if reason is None and isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS):
+        if reason is None and isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS,
+                                                                             errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
             reason = f"cannot write {error.filename or 'the run folder'} ({error.strerror}); files written before are intact"
         if reason is None:
             raise

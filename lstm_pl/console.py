@@ -81,6 +81,9 @@ class Report(pl.Callback):
     def on_fit_start(self, trainer, pl_module):
         self._start, self._start_step, self._last_line = time.perf_counter(), trainer.global_step, None
 
+    def on_train_start(self, trainer, pl_module):
+        self._start_step = trainer.global_step  # a resumed run's steps are restored after on_fit_start
+
     def on_validation_end(self, trainer, pl_module):
         if (trainer.sanity_checking or trainer.state.fn != "fit" or not trainer.is_global_zero
                 or trainer.progress_bar_callback is not None or self._start is None):

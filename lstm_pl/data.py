@@ -20,7 +20,7 @@ from typing import Literal, Optional, Union
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from jsonargparse.typing import NonNegativeInt, PositiveInt
+from jsonargparse.typing import NonNegativeInt, PositiveFloat, PositiveInt
 from torch.utils.data import DataLoader, TensorDataset
 
 from .errors import ConfigError
@@ -300,7 +300,7 @@ class SineDataModule(GeneratedDataModule):
 
     input_size = 1
 
-    def __init__(self, length: PositiveInt = 251, period: float = 100.0, noise: float = 0.05,
+    def __init__(self, length: PositiveInt = 251, period: PositiveFloat = 100.0, noise: float = 0.05,
                  window: PositiveInt = 25, **kwargs):
         super().__init__(**kwargs)
         if window >= length:

@@ -95,6 +95,8 @@ def one_error_line(capsys, *args) -> str:
     ("--data.init_args.batch_size=0", "data.init_args.batch_size"),
     ("--model.init_args.net.hiden_size=3", "hiden_size"),
     ("--model.init_args.net.chrono_t_max=100", "model.init_args.net.chrono_t_max"),
+    ("--trainer.val_check_interval=0", "trainer.val_check_interval"),  # was a ZeroDivisionError after step 1
+    ("--data.init_args.period=0", "data.init_args.period"),  # was a NaN training loss, blamed on the learning rate
 ])
 def test_bad_input_stops_with_one_line(config_path, tmp_path, capsys, override, key):
     line = one_error_line(capsys, "fit", "--config", config_path("sine_rnn"), override,

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -251,6 +252,45 @@ def test_sigterm_saves_draws_and_says_how_to_resume(tmp_path):
     assert (run / "loss_curves.png").stat().st_size > 5_000 and (run / "predictions.png").exists()
 
 
+def test_a_sigterm_before_training_starts_stops_the_run(tmp_path, monkeypatch, capsys):
+    """A SIGTERM in the window before Lightning's own handler is in place (the CLI parsing, building
+    the run) stops the run there, exit 143; it was noted, then ignored, and the run trained to its end
+    and exited 0."""
+    import lstm_pl.cli
+
+    monkeypatch.setattr(lstm_pl.cli.fused, "lstm_setting", lambda: os.kill(os.getpid(), signal.SIGTERM))
+    with pytest.raises(SystemExit) as stopped:
+        fit("sine", tmp_path, "--trainer.max_steps=30")
+    assert stopped.value.code == 143
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "lstm_pl: interrupted by SIGTERM at step ?; no checkpoint was written; start it again")
+    assert not (tmp_path / "sine").exists()
+
+
+def test_a_sigint_during_a_sigterm_stop_does_not_break_its_save(tmp_path, monkeypatch):
+    """Once a stop is under way, a second signal (a Ctrl-C while the SIGTERM's save runs) is noted, not
+    raised into the save: the run stops as the SIGTERM asked, last.ckpt at its step (the save was
+    abandoned, last.ckpt left at an earlier step)."""
+    import pytorch_lightning as pl
+
+    from lstm_pl.checkpoints import Checkpoints
+
+    stop, write_last = 7, Checkpoints._write_last
+
+    def interrupted_write(self, trainer, candidates):
+        if trainer.global_step == stop:
+            os.kill(os.getpid(), signal.SIGINT)
+        write_last(self, trainer, candidates)
+    monkeypatch.setattr(Checkpoints, "_write_last", interrupted_write)
+    monkeypatch.setattr(pl.LightningModule, "on_train_batch_end", lambda module, outputs, batch, batch_idx: (
+        module.trainer.global_step == stop and os.kill(os.getpid(), signal.SIGTERM)))
+    with pytest.raises(SystemExit) as stopped:
+        fit("sine", tmp_path, "--trainer.max_steps=30", "--checkpoint.last_every_seconds=3600")
+    assert stopped.value.code == 143
+    last = torch.load(tmp_path / "sine" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == stop
+
+
 def one_line(capsys, *args) -> str:
     with pytest.raises(SystemExit) as exit_:
         main(list(args))
@@ -319,6 +359,16 @@ def test_bad_checkpoints_are_one_line(sine_checkpoint, tmp_path, capsys, corpus_
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(sine_checkpoint.read_bytes()[:1000])
     assert "is not a readable checkpoint" in one_line(capsys, "test", "--config", sine, f"--ckpt_path={truncated}")
+    flipped = tmp_path / "flipped.ckpt"  # four bytes changed inside the weights: torch.load takes it as it is
+    data = bytearray(sine_checkpoint.read_bytes())
+    with zipfile.ZipFile(sine_checkpoint) as archive:
+        weights = max(archive.infolist(), key=lambda entry: entry.file_size)
+    middle = weights.header_offset + 30 + len(weights.filename.encode()) + len(weights.extra) + weights.file_size // 2
+    data[middle:middle + 4] = bytes(255 - b for b in data[middle:middle + 4])
+    flipped.write_bytes(bytes(data))
+    for command in ("test", "fit"):
+        line = one_line(capsys, command, "--config", sine, f"--ckpt_path={flipped}")
+        assert f"{flipped} is damaged" in line and "CRC-32" in line
     line = one_line(capsys, "test", "--config", str(ROOT / "configs" / "shakespeare.yaml"),
                     f"--ckpt_path={sine_checkpoint}", *corpus_args)
     assert "is a lstm_pl.RegressionTask checkpoint" in line and "LanguageModelTask" in line
