@@ -227,7 +227,10 @@ class Checkpoints(ModelCheckpoint):
         super().on_validation_end(trainer, pl_module)
         # The run's last validation always writes: the state a resumed run continues from is then
         # the one taken here, as for every other validation, not the one at the epoch's end.
-        last = trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step
+        # So does a validation once a SIGTERM has come: the run stops after it, and a checkpoint taken here
+        # resumes as the uninterrupted run (one taken after the step's end would log every later
+        # validation one step late: Lightning counts the logging step again on resuming a validated step).
+        last = trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step or trainer.received_sigterm
         self._save_last_now(trainer, forced=last)
 
     def on_train_end(self, trainer, pl_module):

@@ -267,6 +267,25 @@ def test_a_sigterm_before_training_starts_stops_the_run(tmp_path, monkeypatch, c
     assert not (tmp_path / "sine").exists()
 
 
+def test_a_sigterm_resume_logs_every_validation_at_its_step(tmp_path, monkeypatch):
+    """A SIGTERM at a validated step, with ``last.ckpt`` not due at that validation (every 10 s by
+    default): the resumed run's ``val/loss`` points are the uninterrupted run's, step for step. (Saved
+    after the step's end, the checkpoint made Lightning count the logging step again on resuming,
+    and every later validation was logged one step late.)"""
+    import pytorch_lightning as pl
+
+    fit("sine", tmp_path / "whole", "--trainer.max_steps=30")
+    stop = 17
+    with monkeypatch.context() as patch:
+        patch.setattr(pl.LightningModule, "on_train_batch_end", lambda module, outputs, batch, batch_idx: (
+            module.trainer.global_step == stop and os.kill(os.getpid(), signal.SIGTERM)))
+        with pytest.raises(SystemExit):
+            fit("sine", tmp_path / "parts", "--trainer.max_steps=30", "--checkpoint.last_every_seconds=3600")
+    run = tmp_path / "parts" / "sine" / "version_0"
+    fit("sine", tmp_path / "parts", "--trainer.max_steps=30", f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}")
+    assert scalars(run, "val/loss") == scalars(tmp_path / "whole" / "sine" / "version_0", "val/loss")
+
+
 def test_a_sigint_during_a_sigterm_stop_does_not_break_its_save(tmp_path, monkeypatch):
     """Once a stop is under way, a second signal (a Ctrl-C while the SIGTERM's save runs) is noted, not
     raised into the save: the run stops as the SIGTERM asked, last.ckpt at its step (the save was
