@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+import yaml
 from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
@@ -204,10 +205,20 @@ def check_config_files(args: list[str]) -> None:
         if not path.is_file():
             continue  # jsonargparse names a missing file itself
         try:
-            path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
             reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
             raise ConfigError(f"--config: cannot read {path} ({reason}); give a YAML config file") from None
+        try:
+            content = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(error, "problem", None) or first_line(error)
+            raise ConfigError(f"--config: {path} is not valid YAML{where} ({problem})") from None
+        if not isinstance(content, dict):  # jsonargparse: "Unexpected config: ...", no file named
+            found = "empty" if content is None else f"a {type(content).__name__}, not a mapping"
+            raise ConfigError(f"--config: {path} is {found}; a config is a mapping of settings (key: value)")
 
 
 def known_failure(error: BaseException) -> str | None:

@@ -164,6 +164,12 @@ def test_config_files_as_users_write_them(config_path, tmp_path, capsys):
     binary.write_bytes(bytes(range(256)) * 4)
     assert one_error_line(capsys, "fit", "--config", str(binary)) == (
         f"lstm_pl: error: --config: cannot read {binary} (not UTF-8 text); give a YAML config file")
+    for text, says in [("- 1\n- 2\n", "is a list, not a mapping"), ("sine\n", "is a str, not a mapping"), ("", "is empty"),
+                       ("trainer: {max_steps: 3\n", "is not valid YAML at line 2")]:  # jsonargparse named no file
+        config = tmp_path / "config.yaml"
+        config.write_text(text)
+        line = one_error_line(capsys, "fit", "--config", str(config))
+        assert line.startswith(f"lstm_pl: error: --config: {config} {says}"), line
     nested = ROOT / "configs" / f".nested-{os.getpid()}.yaml"  # beside sine.yaml, which it starts from
     nested.write_text("config: sine.yaml\nmodel: {init_args: {net: {hidden_size: 30}}}\n")
     try:
@@ -171,6 +177,15 @@ def test_config_files_as_users_write_them(config_path, tmp_path, capsys):
     finally:
         nested.unlink()
     assert "write each setting as one dotted key, e.g. model.init_args.net.hidden_size: 30" in line, line
+
+
+def test_a_file_where_the_run_folder_goes_is_one_line(config_path, tmp_path, capsys):
+    """A file named like the run's folder (``<save_dir>/sine``): one line naming it, exit 2 (it was
+    a FileExistsError traceback)."""
+    (tmp_path / "sine").write_text("not a folder")
+    line = one_error_line(capsys, "fit", "--config", config_path("sine"), "--trainer.max_steps=2",
+                          f"--trainer.logger.init_args.save_dir={tmp_path}")
+    assert line.startswith("lstm_pl: error: cannot write") and str(tmp_path / "sine") in line, line
 
 
 def test_unknown_key_in_config_file(config_path, tmp_path, capsys):

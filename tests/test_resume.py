@@ -286,6 +286,21 @@ def test_a_sigterm_resume_logs_every_validation_at_its_step(tmp_path, monkeypatc
     assert scalars(run, "val/loss") == scalars(tmp_path / "whole" / "sine" / "version_0", "val/loss")
 
 
+def test_a_resumed_run_counts_its_own_steps_and_only_fit_offers_a_resume(tmp_path, capsys):
+    """The summary of a resumed fit counts the steps this process ran (it counted the whole run: the
+    steps were read before Lightning restored them); an interrupted test, validate or predict has
+    nothing to resume, and no command is offered for a checkpoint that is not on disk."""
+    from lstm_pl.cli import resume_command
+
+    fit("sine", tmp_path, "--trainer.max_steps=5")
+    last = tmp_path / "sine" / "version_0" / "checkpoints" / "last.ckpt"
+    capsys.readouterr()
+    fit("sine", tmp_path, "--trainer.max_steps=8", f"--ckpt_path={last}")
+    assert "fit done: 8 steps (3 this run)" in capsys.readouterr().out
+    assert resume_command(None, ["test", "--config", "sine.yaml", f"--ckpt_path={last}"]) == "run it again"
+    assert resume_command(None, ["fit", "--config", "sine.yaml"]) == "no checkpoint was written; start it again"
+
+
 def test_a_sigint_during_a_sigterm_stop_does_not_break_its_save(tmp_path, monkeypatch):
     """Once a stop is under way, a second signal (a Ctrl-C while the SIGTERM's save runs) is noted, not
     raised into the save: the run stops as the SIGTERM asked, last.ckpt at its step (the save was
