@@ -79,7 +79,7 @@ class Report(pl.Callback):
         self._earlier = {key: float(state.get(key, 0.0)) for key in self._earlier}
 
     def on_fit_start(self, trainer, pl_module):
-        self._start, self._start_step, self._last_line = time.perf_counter(), trainer.global_step, None
+        self._start, self._last_line = time.perf_counter(), None
 
     def on_train_start(self, trainer, pl_module):
         self._start_step = trainer.global_step  # a resumed run's steps are restored after on_fit_start

@@ -39,6 +39,7 @@ from typing import Callable
 import torch
 
 from .errors import ConfigError, first_line
+from .files import atomic_write, sha256_of
 
 NAME = "lstm_pl_fused"
 SOURCE = Path(__file__).with_name("fused_lstm.cpp")
@@ -86,7 +87,7 @@ def intact(library: Path) -> bool:
     """Whether ``library`` holds the bytes its build recorded (``<name>.sha256`` beside it). A module
     cut short would crash the process when loaded (a bus error, with nothing said): it is never loaded."""
     try:
-        return hashlib.sha256(library.read_bytes()).hexdigest() == checksum_path(library).read_text().strip()
+        return sha256_of(library) == checksum_path(library).read_text().strip()
     except OSError:
         return False
 
@@ -128,9 +129,8 @@ def compile_and_publish(library: Path, verbose: bool, clear_stale: bool):
             log.warning("lstm_pl: compiling the fused LSTM kernels, once (about 30 s), into %s", library.parent)
         compile_module(staging, verbose)
         built = staging / library.name
-        checksum = staging / checksum_path(library).name
-        checksum.write_text(hashlib.sha256(built.read_bytes()).hexdigest() + "\n")
-        os.replace(checksum, checksum_path(library))
+        with atomic_write(checksum_path(library)) as checksum:
+            checksum.write_text(sha256_of(built) + "\n")
         os.replace(built, library)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -314,10 +314,8 @@ def write_choices(path: Path, choices: dict[str, str]) -> None:
     """Written whole to a temporary file and renamed over the old one; a failure costs a later
     measurement, never the run."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}")
-        temporary.write_text(json.dumps(choices, indent=1, sort_keys=True) + "\n")
-        os.replace(temporary, path)
+        with atomic_write(path) as temporary:
+            temporary.write_text(json.dumps(choices, indent=1, sort_keys=True) + "\n")
     except OSError as error:
         log.warning("lstm_pl: could not remember the kernel choices in %s (%s)", path, first_line(error))
 

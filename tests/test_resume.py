@@ -40,6 +40,14 @@ def fit(task: str, save_dir: Path, *overrides: str) -> None:
           *SMALL[task], *overrides])
 
 
+def sigterm_at(patch: pytest.MonkeyPatch, step: int) -> None:
+    """A SIGTERM to this process at the end of training step ``step`` (the batch's own hook)."""
+    import pytorch_lightning as pl
+
+    patch.setattr(pl.LightningModule, "on_train_batch_end", lambda module, outputs, batch, batch_idx: (
+        module.trainer.global_step == step and os.kill(os.getpid(), signal.SIGTERM)))
+
+
 def scalars(run: Path, tag: str) -> list[tuple[int, float]]:
     """The scalars of ``tag`` in the order they were written (by wall time: event files are read in
     name order, and two runs of one process in one second can sort ...pid.10 before ...pid.9)."""
@@ -98,8 +106,6 @@ def test_a_resumed_run_is_the_uninterrupted_run(family, tmp_path, request, monke
     checkpoint (the run folder as that instant left it). Every time the same after-update loss at
     every step and the same final weights, bit for bit; in the same run folder and TensorBoard run,
     with no step logged twice, where the process could save at the end."""
-    import pytorch_lightning as pl
-
     from lstm_pl.checkpoints import Checkpoints
 
     config, extra, total, stop, term, kill = FAMILIES[family]
@@ -134,8 +140,7 @@ def test_a_resumed_run_is_the_uninterrupted_run(family, tmp_path, request, monke
     assert_same_run(folder("parts"), whole, total)
 
     with monkeypatch.context() as patch:
-        patch.setattr(pl.LightningModule, "on_train_batch_end", lambda module, outputs, batch, batch_idx: (
-            module.trainer.global_step == term and os.kill(os.getpid(), signal.SIGTERM)))
+        sigterm_at(patch, term)
         with pytest.raises(SystemExit) as interrupted:
             task("terminated", f"--trainer.max_steps={total}")
     assert interrupted.value.code == 143
@@ -213,11 +218,8 @@ def test_last_checkpoint_is_written_at_most_every_last_every_seconds(tmp_path, m
 def test_held_best_checkpoint_is_written_when_the_run_is_interrupted(tmp_path, monkeypatch):
     """A SIGTERM between two writes of last.ckpt: the best checkpoint taken since the last write is
     written with the one saved at the interruption, and that one names it."""
-    import pytorch_lightning as pl
-
     stop = 12
-    monkeypatch.setattr(pl.LightningModule, "on_train_batch_end", lambda module, outputs, batch, batch_idx: (
-        module.trainer.global_step == stop and os.kill(os.getpid(), signal.SIGTERM)))
+    sigterm_at(monkeypatch, stop)
     with pytest.raises(SystemExit):
         fit("sine", tmp_path, "--trainer.max_steps=30", "--checkpoint.last_every_seconds=3600")
     run = tmp_path / "sine" / "version_0"
@@ -272,13 +274,10 @@ def test_a_sigterm_resume_logs_every_validation_at_its_step(tmp_path, monkeypatc
     default): the resumed run's ``val/loss`` points are the uninterrupted run's, step for step. (Saved
     after the step's end, the checkpoint made Lightning count the logging step again on resuming,
     and every later validation was logged one step late.)"""
-    import pytorch_lightning as pl
-
     fit("sine", tmp_path / "whole", "--trainer.max_steps=30")
     stop = 17
     with monkeypatch.context() as patch:
-        patch.setattr(pl.LightningModule, "on_train_batch_end", lambda module, outputs, batch, batch_idx: (
-            module.trainer.global_step == stop and os.kill(os.getpid(), signal.SIGTERM)))
+        sigterm_at(patch, stop)
         with pytest.raises(SystemExit):
             fit("sine", tmp_path / "parts", "--trainer.max_steps=30", "--checkpoint.last_every_seconds=3600")
     run = tmp_path / "parts" / "sine" / "version_0"
@@ -305,8 +304,6 @@ def test_a_sigint_during_a_sigterm_stop_does_not_break_its_save(tmp_path, monkey
     """Once a stop is under way, a second signal (a Ctrl-C while the SIGTERM's save runs) is noted, not
     raised into the save: the run stops as the SIGTERM asked, last.ckpt at its step (the save was
     abandoned, last.ckpt left at an earlier step)."""
-    import pytorch_lightning as pl
-
     from lstm_pl.checkpoints import Checkpoints
 
     stop, write_last = 7, Checkpoints._write_last
@@ -316,8 +313,7 @@ def test_a_sigint_during_a_sigterm_stop_does_not_break_its_save(tmp_path, monkey
             os.kill(os.getpid(), signal.SIGINT)
         write_last(self, trainer, candidates)
     monkeypatch.setattr(Checkpoints, "_write_last", interrupted_write)
-    monkeypatch.setattr(pl.LightningModule, "on_train_batch_end", lambda module, outputs, batch, batch_idx: (
-        module.trainer.global_step == stop and os.kill(os.getpid(), signal.SIGTERM)))
+    sigterm_at(monkeypatch, stop)
     with pytest.raises(SystemExit) as stopped:
         fit("sine", tmp_path, "--trainer.max_steps=30", "--checkpoint.last_every_seconds=3600")
     assert stopped.value.code == 143
