@@ -94,10 +94,11 @@ class CLI(LightningCLI):
 
     latest: "CLI | None" = None  # the CLI whose classes were instantiated last (main reports on it)
 
-    def __init__(self, args=None, run: bool = True, **kwargs):
+    def __init__(self, args=None, run: bool = True, prog: str | None = None, **kwargs):
+        """``prog``: the program its one-line errors name (a harness that builds runs, e.g. ``parity``)."""
         OneLineErrorParser.command_line = list(sys.argv[1:] if args is None else args)
         check_config_files(OneLineErrorParser.command_line)
-        base = {"default_config_files": [str(BASE_CONFIG)]}
+        base = {"default_config_files": [str(BASE_CONFIG)], **({"prog": prog} if prog else {})}
         parser_kwargs = {name: base for name in SUBCOMMANDS} if run else base
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})  # a resumed run rewrites its config.yaml
         kwargs.setdefault("save_config_callback", SaveRunConfig)

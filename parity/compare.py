@@ -251,16 +251,18 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 
 def configs_for(args: argparse.Namespace) -> list[Path]:
+    tasks = sorted(p for p in CONFIGS.glob("*.yaml") if p.stem != "base")  # base.yaml: the defaults every task starts from
     if args.config is not None:
         paths = [args.config]
     elif args.task == "all":
-        paths = sorted(p for p in CONFIGS.glob("*.yaml") if p.stem != "base")
+        paths = tasks
     else:
         paths = [CONFIGS / f"{args.task}.yaml"]
     for path in paths:
-        if not path.is_file():
-            known = ", ".join(sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem != "base"))
-            raise ConfigError(f"no config {path} (tasks: {known}, or all)")
+        if not path.is_file() or (args.config is None and path not in tasks):
+            known = ", ".join(p.stem for p in tasks)
+            what = "no config" if not path.is_file() else "not a task but the defaults every task's config starts from:"
+            raise ConfigError(f"{what} {path} (tasks: {known}, or all)")
     return paths
 
 

@@ -127,7 +127,7 @@ def build(config: str, overrides: list[str]) -> CLI:
     """The run as ``python -m lstm_pl fit --config CONFIG OVERRIDES`` builds it, not started."""
     with warnings.catch_warnings():  # that args= is given while sys.argv holds the harness's own arguments
         warnings.filterwarnings("ignore", message=".*args parameter is intended.*")
-        return CLI(args=["--config", config, *overrides], run=False)
+        return CLI(args=["--config", config, *overrides], run=False, prog="parity")
 
 
 def task_kind(cli: CLI) -> str:

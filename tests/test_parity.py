@@ -313,9 +313,21 @@ def test_refuses_what_tensorflow_cannot_follow(task, arguments, key, tmp_path, c
     assert not (tmp_path / "run").exists()
 
 
-def test_unknown_task(capsys):
-    assert compare.main(["no_such_task"]) == 2
-    assert "no config" in capsys.readouterr().err
+@pytest.mark.parametrize("arguments, says", [
+    (["no_such_task"], "no config"),
+    (["base"], "not a task but the defaults"),
+    (["--config", str(compare.CONFIGS / "base.yaml")], "required: data, model"),
+])
+def test_what_is_not_a_task_is_one_line(arguments, says, capsys):
+    """An unknown name, base.yaml (the defaults, not a task) by name or by path: one line in the
+    harness's own name, exit 2 (returned, or from the run's own parser)."""
+    try:
+        status = compare.main(arguments)
+    except SystemExit as stop:
+        status = stop.code
+    assert status == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("parity: error:") and says in errors[0], errors
 
 
 @pytest.fixture(scope="module")
