@@ -4,7 +4,9 @@
     OMP_NUM_THREADS=1 python -m benchmarks.regularisers [--rounds 3] [--steps 20]
 
 Each contender is the config with one regulariser added (AWD-LSTM's own values), then all of them;
-then weight averaging (``averaging:``) and AWD's variable windows, each alone and with the four,
+then weight averaging (``averaging:``), AWD's variable windows and the learned cache
+(``net.learned_cache_window``; not a regulariser, timed here beside them), each alone, and the four
+with averaging and variable windows,
 timed through the Trainer (training only: no validation, checkpoints or figures), the median of
 ``--rounds`` interleaved rounds after 3 warm-up steps. Prints seconds per step and the ratio to
 plain dropout (the issue's bound: at most 1.2).
@@ -33,6 +35,8 @@ CONTENDERS = {
     "+ averaged weights (from the first step)": ["--averaging.start_epoch=0"],
     # AWD's windows average about 34 words instead of 35: the per-step time compares near-equal work.
     "+ variable windows": ["--data.init_args.variable_windows=true", "--trainer.reload_dataloaders_every_n_epochs=1"],
+    "+ learned cache, window 100": ["--model.init_args.net.learned_cache_window=100"],
+    "+ learned cache, window 300": ["--model.init_args.net.learned_cache_window=300"],
     "all four, averaging and variable windows": [
         "--model.init_args.net.weight_drop=0.5", "--model.init_args.net.embedding_dropout=0.1",
         "--model.init_args.net.activation_penalty=2", "--model.init_args.net.temporal_penalty=1", "--averaging.start_epoch=0",

@@ -22,7 +22,6 @@ from jsonargparse.typing import ClosedUnitInterval, PositiveFloat
 from torch import Tensor, nn
 
 from .cache import CacheScore, NeuralCache, check_language_model, perplexity_over_processes
-from .tasks import detach_state
 
 
 def dynamic_nll(net: nn.Module, windows, lr: float, decay: float, stateful: bool = True,
@@ -37,9 +36,7 @@ def dynamic_nll(net: nn.Module, windows, lr: float, decay: float, stateful: bool
     prior = [parameter.detach().clone() for parameter in parameters]  # θ_0
     state, total = None, None
     for x, y in windows:
-        logits, state, hidden, _ = net.run(x, state if stateful else None)
-        state = detach_state(state)
-        log_probs = torch.log_softmax(logits, dim=-1).gather(-1, y[..., None]).squeeze(-1)  # (B, T), scored by θ_k
+        log_probs, state, hidden, _ = net.score(x, y, state if stateful else None)  # (B, T), scored by θ_k
         window = torch.stack([-log_probs.detach().sum(), log_probs.new_tensor(float(y.numel()))])
         total = window if total is None else total + window
         if cached is not None:

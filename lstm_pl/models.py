@@ -3,12 +3,13 @@ the LightningModules in ``tasks.py``, the YAML configs and the checkpoints all g
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Optional
 
 import torch
-from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveFloat, PositiveInt
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -68,7 +69,10 @@ class LanguageModelSettings(RecurrentSettings):
     matrix, one mask per window; ``embedding_dropout`` (``--dropoute``, 0.1), whole words dropped
     from the embedding, one mask per window; ``activation_penalty`` (AR, ``--alpha``, 2) and
     ``temporal_penalty`` (TAR, ``--beta``, 1), added to the training loss (Merity, McCann and
-    Socher 2017)."""
+    Socher 2017).
+
+    ``learned_cache_window``: where above 0, the next-word distribution is mixed with a learned
+    cache over the last outputs of the stack, that many steps back (``LearnedCache``; 0: none)."""
 
     hidden_size: PositiveInt = 128
     vocab_size: Optional[PositiveInt] = None
@@ -81,6 +85,7 @@ class LanguageModelSettings(RecurrentSettings):
     embedding_dropout: ClosedUnitInterval = 0.0
     activation_penalty: NonNegativeFloat = 0.0
     temporal_penalty: NonNegativeFloat = 0.0
+    learned_cache_window: NonNegativeInt = 0
 
     def __post_init__(self):
         if self.tie_weights and self.embedding_size != self.hidden_size:
@@ -101,6 +106,13 @@ def flat(settings: dict, separator: str = ".", prefix: str = "") -> dict:
         else:
             items[f"{prefix}{key}"] = value
     return items
+
+
+def detach_state(state):
+    """The carried state cut from the graph that made it: truncated backpropagation through time."""
+    if state is None or isinstance(state, torch.Tensor):
+        return None if state is None else state.detach()
+    return tuple(detach_state(part) for part in state)
 
 
 def weights_finite(module: nn.Module) -> bool:
@@ -210,6 +222,8 @@ class WordLanguageModel(nn.Module):
                 nn.init.zeros_(self.decoder.bias)
         if settings.tie_weights:
             self.decoder.weight = self.embedding.weight
+        self.cache = (LearnedCache(settings.hidden_size, settings.learned_cache_window)
+                      if settings.learned_cache_window else None)
         self.settings = settings
 
     def embed(self, tokens: Tensor) -> Tensor:
@@ -248,6 +262,19 @@ class WordLanguageModel(nn.Module):
         logits, state, _, _ = self.run(tokens, state)
         return logits, state
 
+    def score(self, tokens: Tensor, targets: Tensor, carried=None) -> tuple[Tensor, object, Tensor, Tensor]:
+        """One window of next-word prediction, what training and every evaluation score: log p of
+        each target (B, T) under the model (the softmax, mixed with the learned cache where there is
+        one); what the next window of the same streams starts from (the recurrent state, and the
+        cache's memory), detached; the stack's output h (B, T, H) and the same after dropout."""
+        state, memory = carried if self.cache is not None and carried is not None else (carried, None)
+        logits, state, outputs, dropped = self.run(tokens, state)
+        log_p = -F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
+        if self.cache is not None:
+            log_p, memory = self.cache(log_p, outputs, targets, memory)
+            state = (state, memory)
+        return log_p, detach_state(state), outputs, dropped
+
     def penalty(self, outputs: Tensor, dropped: Tensor) -> Tensor:
         """AR + TAR (Merity, McCann and Socher 2017) on the last layer's output h (B, T, H):
         α · mean((m ⊙ h)²) (large activations, on the output after dropout) + β · mean((h_t - h_{t-1})²)
@@ -269,11 +296,16 @@ class WordLanguageModel(nn.Module):
         with ``top_p``, over the fewest most likely words whose probabilities sum to at least
         ``top_p`` (nucleus sampling, Holtzman et al. 2020); or the most likely word when
         ``temperature`` is 0. ``banned`` (e.g. ``<unk>``) is never chosen. Same ``generator``
-        state, same tokens. Call in eval mode. Returns (steps,)."""
-        logits, state = self(prompt[None])
+        state, same tokens. With a learned cache, the words are drawn from the mixed distribution
+        (``LearnedCache.next_word``), the prompt and the words drawn so far its memory. Call in
+        eval mode. Returns (steps,)."""
+        logits, state, outputs, _ = self.run(prompt[None])
+        memory = (outputs[:, :-1], prompt[None, 1:]) if self.cache is not None else None
         chosen = []
         for _ in range(steps):
             scores = logits[0, -1].float()
+            if self.cache is not None:
+                scores = self.cache.next_word(torch.log_softmax(logits[:, -1], dim=-1), outputs[:, -1], memory)[0].float()
             if banned is not None:
                 scores[banned] = -float("inf")
             if temperature == 0:
@@ -287,8 +319,72 @@ class WordLanguageModel(nn.Module):
                     scores = nucleus(scores, top_p)
                 token = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator)
             chosen.append(token)
-            logits, state = self(token.view(1, 1), state)
+            if self.cache is not None:
+                keys = torch.cat([memory[0], outputs[:, -1:]], dim=1)[:, -self.cache.window:]
+                memory = (keys, torch.cat([memory[1], token.view(1, 1)], dim=1)[:, -self.cache.window:])
+            logits, state, outputs, _ = self.run(token.view(1, 1), state)
         return torch.cat(chosen, dim=0) if chosen else prompt.new_empty(0)
+
+
+class LearnedCache(nn.Module):
+    """The continuous cache (``cache.py``; Grave, Joulin and Usunier 2017) made part of the model and
+    trained with it, as the pointer of Merity, Xiong, Bradbury and Socher 2017 ("Pointer sentinel
+    mixture models") is: step i's output h_i points at x_{i+1}, the word that followed it, and
+
+        q_t = h_t + W h_t,   a_t = softmax_i(θ · q_t·h_i),  i in [t - window, t)
+        λ_t = σ(w·h_t + b)
+        p(w | h_t) = (1 - λ_t) · p_vocab(w | h_t) + λ_t · Σ_i a_{t,i} [x_{i+1} = w]
+
+    It starts as the fixed cache at its best evaluation settings on this corpus (W = 0, w = 0,
+    θ = 1.5, λ = σ(b) = 0.175: RESULTS.md) and learns from there what to look for (W, θ) and when to
+    look (w, b); the gradients reach the recurrent stack through q_t and the keys of the same window.
+    Where step t has no history (the first word of a stream), p = p_vocab. The memory of the windows
+    before (their outputs and the words that followed) is carried like the recurrent state, detached."""
+
+    def __init__(self, hidden_size: int, window: int, theta: float = 1.5, interpolation: float = 0.175):
+        super().__init__()
+        self.window = window
+        self.query = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.theta = nn.Parameter(torch.tensor(float(theta)))
+        self.gate = nn.Linear(hidden_size, 1)
+        with torch.no_grad():
+            nn.init.zeros_(self.query.weight)
+            nn.init.zeros_(self.gate.weight)
+            self.gate.bias.fill_(math.log(interpolation / (1 - interpolation)))
+
+    def forward(self, log_p_vocab: Tensor, outputs: Tensor, targets: Tensor, memory=None) -> tuple[Tensor, tuple]:
+        """log p(targets) (B, T) from the softmax's log-probabilities of the targets (B, T), the
+        stack's outputs (B, T, H) and the targets (B, T); and the memory for the next window."""
+        keys = outputs if memory is None else torch.cat([memory[0], outputs], dim=1)
+        values = targets if memory is None else torch.cat([memory[1], targets], dim=1)
+        steps = outputs.shape[1]
+        remembered = keys.shape[1] - steps
+        query_at = torch.arange(remembered, remembered + steps, device=outputs.device)[:, None]
+        key_at = torch.arange(keys.shape[1], device=outputs.device)[None]
+        usable = (key_at < query_at) & (key_at >= query_at - self.window)                   # (T, K)
+        query = outputs + self.query(outputs)                                                # (B, T, H)
+        scores = (self.theta * query @ keys.transpose(1, 2)).masked_fill(~usable, -float("inf"))  # (B, T, K)
+        attention = torch.softmax(scores, dim=-1).nan_to_num(0.0)                           # no history: 0
+        pointed = (attention * (values[:, None, :] == targets[:, :, None])).sum(-1)         # (B, T)
+        gate = self.gate(outputs).squeeze(-1)
+        tiny = torch.finfo(pointed.dtype).tiny
+        mixed = torch.logaddexp(F.logsigmoid(-gate) + log_p_vocab, F.logsigmoid(gate) + pointed.clamp_min(tiny).log())
+        log_p = torch.where(usable.any(-1), mixed, log_p_vocab)
+        return log_p, (keys[:, -self.window:].detach(), values[:, -self.window:])
+
+    def next_word(self, log_p_vocab: Tensor, output: Tensor, memory: tuple[Tensor, Tensor]) -> Tensor:
+        """The whole mixed distribution of the next word, log p(w | h_t) (B, V), from the softmax's
+        (B, V), the stack's last output h_t (B, H) and the memory: keys h_i (B, K, H), the words
+        x_{i+1} that followed them (B, K), the last ``window`` steps (what ``generate`` samples from)."""
+        keys, values = memory[0][:, -self.window:], memory[1][:, -self.window:]
+        if keys.shape[1] == 0:
+            return log_p_vocab
+        query = output + self.query(output)
+        attention = torch.softmax(self.theta * (keys @ query[..., None]).squeeze(-1), dim=-1)   # (B, K)
+        pointed = torch.zeros_like(log_p_vocab).scatter_add_(1, values, attention.to(log_p_vocab.dtype))
+        gate = self.gate(output)                                                                 # (B, 1)
+        tiny = torch.finfo(pointed.dtype).tiny
+        return torch.logaddexp(F.logsigmoid(-gate) + log_p_vocab, F.logsigmoid(gate) + pointed.clamp_min(tiny).log())
 
 
 def nucleus(scores: Tensor, top_p: float) -> Tensor:

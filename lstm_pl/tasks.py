@@ -172,13 +172,6 @@ class ClassificationTask(ManyToOneTask):
         return self(batch[0]).argmax(dim=-1)
 
 
-def detach_state(state):
-    """The recurrent state cut from the graph that made it: truncated backpropagation through time."""
-    if state is None or isinstance(state, torch.Tensor):
-        return None if state is None else state.detach()
-    return tuple(part.detach() for part in state)
-
-
 class Perplexity(MeanMetric):
     """exp of the token-weighted mean cross-entropy: PPL = exp(Σ_k n_k·CE_k / Σ_k n_k), n_k the
     tokens of window k (feed it ``(loss, n_k)``)."""
@@ -255,14 +248,14 @@ class LanguageModelTask(Task):
         return self.net(tokens, state)
 
     def window(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One window's logits (B·T, V), targets (B·T,), the net's penalty (AR/TAR, in training) and
-        the last layer's output (B, T, H), read from the state the stage's previous window carried
-        in (kept for the next one)."""
+        """One window's log-probabilities of its targets (B·T,), the targets (B·T,), the net's
+        penalty (AR/TAR, in training) and the last layer's output (B, T, H), from what the stage's
+        previous window carried in (kept for the next one): ``WordLanguageModel.score``."""
         x, y = batch
-        logits, state, outputs, dropped = self.net.run(x, self.states.get(stage) if self.hparams.stateful else None)
-        self.states[stage] = detach_state(state)
-        penalty = self.net.penalty(outputs, dropped) if stage == "train" else logits.new_zeros(())
-        return logits.reshape(-1, logits.shape[-1]), y.reshape(-1), penalty, outputs
+        log_probs, self.states[stage], outputs, dropped = self.net.score(
+            x, y, self.states.get(stage) if self.hparams.stateful else None)
+        penalty = self.net.penalty(outputs, dropped) if stage == "train" else log_probs.new_zeros(())
+        return log_probs.reshape(-1), y.reshape(-1), penalty, outputs
 
     def on_train_epoch_start(self) -> None:
         """Zeros at an epoch's start. (Lightning does not call this hook when it resumes an epoch in
@@ -281,8 +274,8 @@ class LanguageModelTask(Task):
 
     def cross_entropy_and_penalty(self, batch) -> tuple[torch.Tensor, torch.Tensor, int]:
         """A training window's loss (cross-entropy + AR/TAR), its cross-entropy alone, its tokens."""
-        logits, targets, penalty, _ = self.window(batch, "train")
-        cross_entropy = F.cross_entropy(logits, targets)
+        log_probs, targets, penalty, _ = self.window(batch, "train")
+        cross_entropy = -log_probs.mean()
         return cross_entropy + penalty, cross_entropy, targets.numel()
 
     def training_step(self, batch, batch_idx):
@@ -308,8 +301,7 @@ class LanguageModelTask(Task):
         data: ``<unk>``'s id) also ``perplexity_without_unk``, over the targets that are not ``<unk>``
         (what the model scores on words it knows; ``<unk>`` is an easy, frequent target). Returns
         the names updated and the window's outputs (``evaluate``)."""
-        logits, targets, _, hidden = self.window(batch, stage)
-        log_probs = torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+        log_probs, targets, _, hidden = self.window(batch, stage)
         loss = -log_probs.mean()
         for name in ("loss", "perplexity"):
             self.metrics[f"{stage}_{name}"].update(loss, targets.numel())

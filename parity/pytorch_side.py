@@ -151,7 +151,8 @@ def describe(cli: CLI, kind: str) -> dict:
         spec.update(vocab_size=net["vocab_size"], embedding_size=net["embedding_size"], tie_weights=net["tie_weights"],
                     stateful=cli.model.hparams.stateful, dropout=net["dropout"],
                     uniform_init=net["uniform_init"],
-                    regularisers={key: net.get(key, 0.0) for key in AWD_REGULARISERS if net.get(key, 0.0)})
+                    regularisers={key: net.get(key, 0.0) for key in AWD_REGULARISERS if net.get(key, 0.0)},
+                    learned_cache_window=net.get("learned_cache_window", 0))
     return spec
 
 
@@ -190,6 +191,9 @@ def check_comparable(cli: CLI, spec: dict, optimizer: dict, backend: str, follow
     for key, value in spec.get("regularisers", {}).items():
         raise NotComparable(f"model.init_args.net.{key} is {value}: AWD-LSTM's regularisers are not in the "
                             f"TensorFlow side; compare with --model.init_args.net.{key}=0")
+    if spec.get("learned_cache_window"):
+        raise NotComparable(f"model.init_args.net.learned_cache_window is {spec['learned_cache_window']}: the learned "
+                            f"cache is not in the TensorFlow side; compare with --model.init_args.net.learned_cache_window=0")
     averaging = cli.config.get("averaging") or {}
     for key in ("non_monotone", "start_epoch"):
         if averaging.get(key) is not None:

@@ -300,6 +300,8 @@ def test_clipping_matches_clip_grad_norm(max_norm):
     *[("shakespeare", ["--tensorflow-follows-pytorch-adam", f"--model.init_args.net.{key}=0.1"], f"model.init_args.net.{key}")
       for key in pytorch_side.AWD_REGULARISERS],
     ("shakespeare", ["--tensorflow-follows-pytorch-adam", "--averaging.start_epoch=1"], "averaging.start_epoch"),
+    ("shakespeare", ["--tensorflow-follows-pytorch-adam", "--model.init_args.net.learned_cache_window=10"],
+     "model.init_args.net.learned_cache_window"),
     ("shakespeare", ["--tensorflow-follows-pytorch-adam", "--data.init_args.variable_windows=true",
                      "--trainer.reload_dataloaders_every_n_epochs=1"], "data.init_args.variable_windows"),
     *[(config, [], key) for config, key in NOT_COMPARABLE.items()],

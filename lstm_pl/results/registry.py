@@ -194,6 +194,18 @@ EXTRA = (  # not part of the default set: run with --only
              "the test text as it scores it (Krause et al. 2018, SGD at 5, no decay, chosen on seed 12's "
              "validation), `lstm_pl/dynamic.py`, alone and with the same cache; CPU seconds: the fit process's "
              "own, one thread."),
+    Experiment(
+        "language_model_cache", "Shakespeare with a learned cache (`configs/shakespeare_cache.yaml`)",
+        (Arm("shakespeare_cache", "`shakespeare_cache.yaml`", "configs/shakespeare_cache.yaml"),),
+        (val_perplexity, test_perplexity,
+         Column("test perplexity without <unk>", lambda run: run.test("test/perplexity_without_unk"), "{:.1f}"),
+         cpu_seconds, minutes),
+        curve="val/perplexity", seeds=3, quick=("--trainer.max_epochs=2",), array_data=False, log_y=False,
+        per_seed=True, samples=True,
+        note="`shakespeare_awd.yaml` with the learned cache (`LearnedCache` in `lstm_pl/models.py`; a pointer at the "
+             "words that followed the model's last 300 outputs, trained with it). The language-model section's "
+             "split, vocabulary and scoring (10 evaluation streams, the state carried through each, `<unk>` "
+             "included), the test on the last weights; CPU seconds: the fit process's own, one thread."),
     longer_adding(1000, "solved in Hochreiter and Schmidhuber's sense",
                   "adding_solve.yaml's rule (validation on 10,000 sequences, every 1,000 steps: MSE at most 2e-5, at "
                   "most 2 off by 0.04 or more) on 100,000 training sequences, at most 65,000 steps of 32"),
