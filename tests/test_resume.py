@@ -33,6 +33,7 @@ SMALL = {
                     "--trainer.max_epochs=-1", "--trainer.log_every_n_steps=1"],
 }
 SMALL["shakespeare_best"] = SMALL["shakespeare_multi"] = SMALL["shakespeare_awd"] = SMALL["shakespeare"]
+SMALL["shakespeare_cache"] = [*SMALL["shakespeare"], "--model.init_args.net.learned_cache_window=15"]
 
 
 def fit(task: str, save_dir: Path, *overrides: str) -> None:
@@ -77,6 +78,8 @@ FAMILIES = {
     # the kill at 12 fall while the model trains on raw weights and checkpoints hold the average)
     "shakespeare_awd": ("shakespeare_awd", [*SMALL["shakespeare"],
                                             "--averaging.start_epoch=1"], 16, 9, 8, 12),
+    # the learned cache's memory (15 steps: longer than a window of 10) rides in the carried state
+    "shakespeare_cache": ("shakespeare_cache", SMALL["shakespeare_cache"], 16, 9, 8, 12),
 }
 
 
