@@ -81,8 +81,13 @@ class SaveRunConfig(SaveConfigCallback):
     name there."""
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        if trainer.logger is not None:
-            super().setup(trainer, pl_module, stage)
+        if trainer.logger is None:
+            return
+        target = Path(trainer.log_dir or ".") / self.config_filename
+        if target.is_dir():  # jsonargparse would say "File is not creatable since path already exists", in a traceback
+            raise ConfigError(f"cannot write {target}: a directory is where the run's {self.config_filename} goes; "
+                              f"move it away and run again (files written before are intact)")
+        super().setup(trainer, pl_module, stage)
 
 
 class CLI(LightningCLI):

@@ -188,6 +188,21 @@ def test_a_file_where_the_run_folder_goes_is_one_line(config_path, tmp_path, cap
     assert line.startswith("lstm_pl: error: cannot write") and str(tmp_path / "sine") in line, line
 
 
+def test_a_directory_where_a_resumed_runs_config_goes_is_one_line(config_path, tmp_path, capsys):
+    """A resumed run whose folder holds a directory named ``config.yaml``: one line naming it, exit
+    2 (it was jsonargparse's "File is not creatable" traceback); the checkpoint is left as it was."""
+    main(["fit", "--config", config_path("sine"), "--trainer.max_steps=2", f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    run = tmp_path / "sine" / "version_0"
+    (run / "config.yaml").unlink()
+    (run / "config.yaml").mkdir()
+    last = run / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    line = one_error_line(capsys, "fit", "--config", config_path("sine"), "--trainer.max_steps=4",
+                          f"--trainer.logger.init_args.save_dir={tmp_path}", f"--ckpt_path={last}")
+    assert line.startswith("lstm_pl: error: cannot write") and str(run / "config.yaml") in line, line
+    assert last.read_bytes() == before
+
+
 def test_unknown_key_in_config_file(config_path, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text((ROOT / "configs" / "sine.yaml").read_text().replace("  max_steps: 500", "  max_stepz: 500"))
