@@ -4,6 +4,7 @@ with ``weights_only=True``, and a bad ``--ckpt_path`` said in one line before an
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 import time
 import zipfile
@@ -21,6 +22,8 @@ from .errors import ConfigError, first_line
 from .files import atomic_write, remove_stale_partials
 from .models import flat, weights_finite
 from .tasks import DATA_LINKS
+
+log = logging.getLogger(__name__)
 
 
 # Lightning's private names this module uses, all here, read from pytorch-lightning 2.6.6 (its
@@ -318,13 +321,14 @@ def check_checkpoint_fits(path: str | Path, config, resuming: bool) -> None:
     saved_data = [key for key in checkpoint if key.endswith("DataModule")]
     if saved_data and data_class not in saved_data:
         raise ConfigError(f"ckpt_path: {path} was trained on {saved_data[0]}; this config's data is {data_class}")
-    if not resuming:
-        return
     init_args = config.model.get("init_args")
     ours = flat(init_args.as_dict() if hasattr(init_args, "as_dict") else dict(init_args or {}))
     differing = [f"model.init_args.{key} is {ours[key]!r} here, {value!r} in the checkpoint"
                  for key, value in sorted(flat({k: v for k, v in hparams.items() if not k.startswith("_")}).items())
                  if key in ours and key not in LINKED and ours[key] != value]
-    if differing:
+    if differing and not resuming:  # evaluated as trained: say which settings given here are not used
+        log.warning("lstm_pl: %s is evaluated with the settings it was trained with, not these: %s", path,
+                    "; ".join(differing))
+    elif differing:
         raise ConfigError(f"ckpt_path: {path} was trained with other model settings: {'; '.join(differing)}; "
                           f"resume with the settings it was trained with (its run folder's config.yaml)")

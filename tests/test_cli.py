@@ -203,6 +203,21 @@ def test_a_directory_where_a_resumed_runs_config_goes_is_one_line(config_path, t
     assert last.read_bytes() == before
 
 
+def test_evaluating_a_checkpoint_says_which_settings_it_does_not_use(config_path, tmp_path, caplog):
+    """``test --ckpt_path`` evaluates the network as trained: a model setting given otherwise here is
+    not used, and one warning says so (it was silently replaced), naming the key and both values."""
+    main(["fit", "--config", config_path("sine"), "--trainer.max_steps=2", f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    last = tmp_path / "sine" / "version_0" / "checkpoints" / "last.ckpt"
+    said = lambda: [r.getMessage() for r in caplog.records if "evaluated with the settings it was trained with" in r.getMessage()]
+    caplog.clear()
+    main(["test", "--config", config_path("sine"), "--model.init_args.net.hidden_size=7", f"--ckpt_path={last}",
+          f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    assert len(said()) == 1 and "model.init_args.net.hidden_size is 7 here, 50 in the checkpoint" in said()[0], said()
+    caplog.clear()
+    main(["test", "--config", config_path("sine"), f"--ckpt_path={last}", f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    assert said() == []  # the settings it was trained with: nothing to say
+
+
 def test_unknown_key_in_config_file(config_path, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text((ROOT / "configs" / "sine.yaml").read_text().replace("  max_steps: 500", "  max_stepz: 500"))
