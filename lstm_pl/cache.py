@@ -22,6 +22,7 @@ from jsonargparse.typing import OpenUnitInterval, PositiveFloat, PositiveInt
 from torch import Tensor
 
 from .errors import ConfigError
+from .models import pointer
 from .tasks import LanguageModelTask
 
 
@@ -41,15 +42,9 @@ class CacheMemory:
         targets = targets.detach()
         keys = hidden if self.hidden is None else torch.cat([self.hidden, hidden], dim=1)
         values = targets if self.targets is None else torch.cat([self.targets, targets], dim=1)
-        remembered, steps = keys.shape[1] - hidden.shape[1], hidden.shape[1]
-        query = torch.arange(remembered, remembered + steps, device=hidden.device)[:, None]
-        key = torch.arange(keys.shape[1], device=hidden.device)[None]
-        usable = (key < query) & (key >= query - self.window)                          # (T, K): i in [t - window, t)
-        scores = (theta * hidden @ keys.transpose(1, 2)).masked_fill(~usable, -float("inf"))  # (B, T, K)
-        weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)                         # a step with no history: 0
-        p_cache = (weights * (values[:, None, :] == targets[:, :, None])).sum(-1)
+        p_cache, has_history = pointer(hidden, keys, values, targets, self.window, theta)
         self.hidden, self.targets = keys[:, -self.window:], values[:, -self.window:]
-        return p_cache, usable.any(-1).expand_as(p_cache)
+        return p_cache, has_history.expand_as(p_cache)
 
 
 class CacheScore:

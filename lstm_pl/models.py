@@ -357,19 +357,9 @@ class LearnedCache(nn.Module):
         stack's outputs (B, T, H) and the targets (B, T); and the memory for the next window."""
         keys = outputs if memory is None else torch.cat([memory[0], outputs], dim=1)
         values = targets if memory is None else torch.cat([memory[1], targets], dim=1)
-        steps = outputs.shape[1]
-        remembered = keys.shape[1] - steps
-        query_at = torch.arange(remembered, remembered + steps, device=outputs.device)[:, None]
-        key_at = torch.arange(keys.shape[1], device=outputs.device)[None]
-        usable = (key_at < query_at) & (key_at >= query_at - self.window)                   # (T, K)
-        query = outputs + self.query(outputs)                                                # (B, T, H)
-        scores = (self.theta * query @ keys.transpose(1, 2)).masked_fill(~usable, -float("inf"))  # (B, T, K)
-        attention = torch.softmax(scores, dim=-1).nan_to_num(0.0)                           # no history: 0
-        pointed = (attention * (values[:, None, :] == targets[:, :, None])).sum(-1)         # (B, T)
-        gate = self.gate(outputs).squeeze(-1)
-        tiny = torch.finfo(pointed.dtype).tiny
-        mixed = torch.logaddexp(F.logsigmoid(-gate) + log_p_vocab, F.logsigmoid(gate) + pointed.clamp_min(tiny).log())
-        log_p = torch.where(usable.any(-1), mixed, log_p_vocab)
+        pointed, has_history = pointer(outputs + self.query(outputs), keys, values, targets, self.window, self.theta)
+        mixed = self.mix(log_p_vocab, self.gate(outputs).squeeze(-1), pointed)
+        log_p = torch.where(has_history, mixed, log_p_vocab)
         return log_p, (keys[:, -self.window:].detach(), values[:, -self.window:])
 
     def next_word(self, log_p_vocab: Tensor, output: Tensor, memory: tuple[Tensor, Tensor]) -> Tensor:
@@ -382,9 +372,29 @@ class LearnedCache(nn.Module):
         query = output + self.query(output)
         attention = torch.softmax(self.theta * (keys @ query[..., None]).squeeze(-1), dim=-1)   # (B, K)
         pointed = torch.zeros_like(log_p_vocab).scatter_add_(1, values, attention.to(log_p_vocab.dtype))
-        gate = self.gate(output)                                                                 # (B, 1)
+        return self.mix(log_p_vocab, self.gate(output), pointed)                                # gate (B, 1)
+
+    @staticmethod
+    def mix(log_p_vocab: Tensor, gate: Tensor, pointed: Tensor) -> Tensor:
+        """log((1 - λ)·p_vocab + λ·p_pointer), λ = σ(gate), from log p_vocab and p_pointer (which may be 0)."""
         tiny = torch.finfo(pointed.dtype).tiny
         return torch.logaddexp(F.logsigmoid(-gate) + log_p_vocab, F.logsigmoid(gate) + pointed.clamp_min(tiny).log())
+
+
+def pointer(queries: Tensor, keys: Tensor, values: Tensor, targets: Tensor, window: int,
+            theta: float | Tensor) -> tuple[Tensor, Tensor]:
+    """The pointer of a continuous cache, for the last T of K steps of each stream (the earlier ones
+    remembered): p(target_t) = Σ_{i in [t - window, t)} softmax_i(θ · q_t·k_i) [values_i = target_t]
+    (B, T), from queries (B, T, H), keys (B, K, H), values (B, K) (the word that followed each key)
+    and targets (B, T); and whether step t had any history (T,): where it had none, p = 0. The
+    fixed cache (``cache.CacheMemory``) and the learned one (``LearnedCache``) both point with it."""
+    remembered, steps = keys.shape[1] - queries.shape[1], queries.shape[1]
+    query_at = torch.arange(remembered, remembered + steps, device=queries.device)[:, None]
+    key_at = torch.arange(keys.shape[1], device=queries.device)[None]
+    usable = (key_at < query_at) & (key_at >= query_at - window)                          # (T, K)
+    scores = (theta * queries @ keys.transpose(1, 2)).masked_fill(~usable, -float("inf"))  # (B, T, K)
+    weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)                               # no history: 0
+    return (weights * (values[:, None, :] == targets[:, :, None])).sum(-1), usable.any(-1)
 
 
 def nucleus(scores: Tensor, top_p: float) -> Tensor:
