@@ -17,6 +17,7 @@ task's next fit keeps its version number.
 from __future__ import annotations
 
 import errno
+import logging
 import math
 import re
 import shlex
@@ -40,6 +41,8 @@ from .errors import ConfigError, TrainingError, cause, first_line
 from .guards import NonFiniteLoss
 from .scalars import TrainLoss
 from .tasks import DATA_LINKS
+
+log = logging.getLogger(__name__)
 
 BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -188,9 +191,10 @@ class CLI(LightningCLI):
         streams of sine and adding, which have no epoch end), a plateau scheduler steps after each
         validation (patience counts validations) and any other scheduler every step; elsewhere
         once an epoch, as LightningCLI does."""
-        if lr_scheduler is None or lightning_module.trainer.check_val_every_n_epoch is not None:
-            return LightningCLI.configure_optimizers(lightning_module, optimizer, lr_scheduler)
         trainer = lightning_module.trainer
+        warn_if_cosine_restarts(lr_scheduler, trainer)
+        if lr_scheduler is None or trainer.check_val_every_n_epoch is not None:
+            return LightningCLI.configure_optimizers(lightning_module, optimizer, lr_scheduler)
         plateau = isinstance(lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
         frequency = trainer.val_check_interval if plateau else 1
         if not isinstance(frequency, int):
@@ -200,6 +204,21 @@ class CLI(LightningCLI):
         if plateau:
             scheduler["monitor"] = lr_scheduler.monitor
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+def warn_if_cosine_restarts(lr_scheduler, trainer) -> None:
+    """A cosine schedule whose half period (``T_max``, in the scheduler's steps: epochs, or steps on
+    a step cadence) ends before the run does climbs back up from its floor: one warning (a set
+    ``max_epochs`` or ``max_steps`` changed without ``T_max`` is the usual cause)."""
+    if not isinstance(lr_scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+        return
+    by_epoch = trainer.check_val_every_n_epoch is not None
+    length = trainer.max_epochs if by_epoch else trainer.max_steps
+    if length is not None and length > lr_scheduler.T_max:
+        unit, key = ("epochs", "max_epochs") if by_epoch else ("steps", "max_steps")
+        log.warning("lstm_pl: lr_scheduler.init_args.T_max is %d %s, trainer.%s %d: the cosine rate climbs back "
+                    "up after %s %d (set T_max to the run's length for one decay)", lr_scheduler.T_max, unit, key,
+                    length, unit[:-1], lr_scheduler.T_max)
 
 
 def check_config_files(args: list[str]) -> None:

@@ -332,14 +332,18 @@ class LearnedCache(nn.Module):
     mixture models") is: step i's output h_i points at x_{i+1}, the word that followed it, and
 
         q_t = h_t + W h_t,   a_t = softmax_i(θ · q_t·h_i),  i in [t - window, t)
-        λ_t = σ(w·h_t + b)
+        m_t = max(0, max_i cos(q_t, h_i))                      how well the best memory matches
+        λ_t = σ(w·h_t + c·m_t + b)
         p(w | h_t) = (1 - λ_t) · p_vocab(w | h_t) + λ_t · Σ_i a_{t,i} [x_{i+1} = w]
 
-    It starts as the fixed cache at its best evaluation settings on this corpus (W = 0, w = 0,
+    It starts as the fixed cache at its best evaluation settings on this corpus (W = 0, w = 0, c = 0,
     θ = 1.5, λ = σ(b) = 0.175: RESULTS.md) and learns from there what to look for (W, θ) and when to
-    look (w, b); the gradients reach the recurrent stack through q_t and the keys of the same window.
-    Where step t has no history (the first word of a stream), p = p_vocab. The memory of the windows
-    before (their outputs and the words that followed) is carried like the recurrent state, detached."""
+    look (w, b, and c: the pointer sentinel's lesson that the gate should read the match, here as a
+    cosine, bounded, so that SGD's large rates keep it stable; an unbounded match strength shut the
+    cache off: RESULTS.md); the gradients reach the recurrent stack through q_t and the keys of the
+    same window. Where step t has no history (the first word of a stream), p = p_vocab. The memory of
+    the windows before (their outputs and the words that followed) is carried like the recurrent
+    state, detached."""
 
     def __init__(self, hidden_size: int, window: int, theta: float = 1.5, interpolation: float = 0.175):
         super().__init__()
@@ -347,6 +351,7 @@ class LearnedCache(nn.Module):
         self.query = nn.Linear(hidden_size, hidden_size, bias=False)
         self.theta = nn.Parameter(torch.tensor(float(theta)))
         self.gate = nn.Linear(hidden_size, 1)
+        self.match_weight = nn.Parameter(torch.zeros(()))   # c
         with torch.no_grad():
             nn.init.zeros_(self.query.weight)
             nn.init.zeros_(self.gate.weight)
@@ -357,8 +362,9 @@ class LearnedCache(nn.Module):
         stack's outputs (B, T, H) and the targets (B, T); and the memory for the next window."""
         keys = outputs if memory is None else torch.cat([memory[0], outputs], dim=1)
         values = targets if memory is None else torch.cat([memory[1], targets], dim=1)
-        pointed, has_history = pointer(outputs + self.query(outputs), keys, values, targets, self.window, self.theta)
-        mixed = self.mix(log_p_vocab, self.gate(outputs).squeeze(-1), pointed)
+        pointed, has_history, match = pointer(outputs + self.query(outputs), keys, values, targets, self.window,
+                                              self.theta)
+        mixed = self.mix(log_p_vocab, self.gate(outputs).squeeze(-1) + self.match_weight * match, pointed)
         log_p = torch.where(has_history, mixed, log_p_vocab)
         return log_p, (keys[:, -self.window:].detach(), values[:, -self.window:])
 
@@ -370,9 +376,11 @@ class LearnedCache(nn.Module):
         if keys.shape[1] == 0:
             return log_p_vocab
         query = output + self.query(output)
-        attention = torch.softmax(self.theta * (keys @ query[..., None]).squeeze(-1), dim=-1)   # (B, K)
+        scores = self.theta * (keys @ query[..., None]).squeeze(-1)                             # (B, K)
+        attention = torch.softmax(scores, dim=-1)
+        match = best_match(scores[:, None], self.theta * query[:, None], keys)                        # (B, 1)
         pointed = torch.zeros_like(log_p_vocab).scatter_add_(1, values, attention.to(log_p_vocab.dtype))
-        return self.mix(log_p_vocab, self.gate(output), pointed)                                # gate (B, 1)
+        return self.mix(log_p_vocab, self.gate(output) + self.match_weight * match, pointed)
 
     @staticmethod
     def mix(log_p_vocab: Tensor, gate: Tensor, pointed: Tensor) -> Tensor:
@@ -381,20 +389,37 @@ class LearnedCache(nn.Module):
         return torch.logaddexp(F.logsigmoid(-gate) + log_p_vocab, F.logsigmoid(gate) + pointed.clamp_min(tiny).log())
 
 
+@torch.no_grad()
+def best_match(scores: Tensor, queries: Tensor, keys: Tensor, usable: Tensor | None = None) -> Tensor:
+    """How well each query's best key matches, max(0, max_i cos(q_t, k_i)) (B, T), from the products
+    q_t·k_i (B, T, K) already made, queries (B, T, H), keys (B, K, H) and which keys each query may
+    use (T, K; None: all); 0 where it may use none. Without gradients: a signal the cache's gate
+    reads (its weight c learns), not one the stack is trained to shape; with them, the backward
+    pass through the norms would touch every remembered key, 6% of a training step."""
+    norms = queries.norm(dim=-1)[..., None] * keys.norm(dim=-1)[..., None, :]
+    cosines = scores / norms.clamp_min(torch.finfo(scores.dtype).tiny)
+    if usable is not None:
+        cosines = cosines.masked_fill(~usable, 0.0)
+    return cosines.amax(-1).clamp_min(0.0)
+
+
 def pointer(queries: Tensor, keys: Tensor, values: Tensor, targets: Tensor, window: int,
-            theta: float | Tensor) -> tuple[Tensor, Tensor]:
+            theta: float | Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The pointer of a continuous cache, for the last T of K steps of each stream (the earlier ones
     remembered): p(target_t) = Σ_{i in [t - window, t)} softmax_i(θ · q_t·k_i) [values_i = target_t]
     (B, T), from queries (B, T, H), keys (B, K, H), values (B, K) (the word that followed each key)
-    and targets (B, T); and whether step t had any history (T,): where it had none, p = 0. The
-    fixed cache (``cache.CacheMemory``) and the learned one (``LearnedCache``) both point with it."""
+    and targets (B, T); whether step t had any history (T,): where it had none, p = 0; and how well
+    its best key matches, max(0, max_i cos(q_t, k_i)) (B, T; 0 without history). The fixed cache
+    (``cache.CacheMemory``) and the learned one (``LearnedCache``) both point with it."""
     remembered, steps = keys.shape[1] - queries.shape[1], queries.shape[1]
     query_at = torch.arange(remembered, remembered + steps, device=queries.device)[:, None]
     key_at = torch.arange(keys.shape[1], device=queries.device)[None]
     usable = (key_at < query_at) & (key_at >= query_at - window)                          # (T, K)
-    scores = (theta * queries @ keys.transpose(1, 2)).masked_fill(~usable, -float("inf"))  # (B, T, K)
-    weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)                               # no history: 0
-    return (weights * (values[:, None, :] == targets[:, :, None])).sum(-1), usable.any(-1)
+    scaled = theta * queries
+    scores = scaled @ keys.transpose(1, 2)                                                 # (B, T, K)
+    weights = torch.softmax(scores.masked_fill(~usable, -float("inf")), dim=-1).nan_to_num(0.0)  # no history: 0
+    match = best_match(scores, scaled, keys, usable)                                      # cos(θq, k) = cos(q, k), θ > 0
+    return (weights * (values[:, None, :] == targets[:, :, None])).sum(-1), usable.any(-1), match
 
 
 def nucleus(scores: Tensor, top_p: float) -> Tensor:

@@ -212,13 +212,21 @@ class LanguageModelTask(Task):
         checkpoint["torch_rng_state"] = torch.get_rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """A checkpoint of another vocabulary cannot fill this model: say so in one line."""
+        """A checkpoint of another vocabulary cannot fill this model: say so in one line. One with a
+        learned cache from before its gate read the match is that model with c = 0."""
         saved = checkpoint.get("hyper_parameters", {}).get("net", {})
         saved = saved.get("vocab_size") if isinstance(saved, dict) else getattr(saved, "vocab_size", None)
         ours = self.net.embedding.num_embeddings
         if saved is not None and saved != ours:
             raise ConfigError(f"ckpt_path: the checkpoint's vocabulary has {saved} words, these data settings build "
                               f"{ours}; use the data settings it was trained with")
+        weights = checkpoint.get("state_dict")
+        if self.net.cache is not None and weights is not None and "net.cache.match_weight" not in weights:
+            # Written before the cache's gate read the match (stop 40): the same model with c = 0.
+            if self._trainer is not None and self.trainer.state.fn == "fit":
+                raise ConfigError("ckpt_path: the checkpoint's learned cache predates its gate's match weight; it "
+                                  "tests, validates and generates as it was, but cannot be resumed: start the run again")
+            weights["net.cache.match_weight"] = torch.zeros(())
         self.states["train"] = checkpoint.get("carried_state")
         # Set when the first resumed batch starts, not now: nothing until then may draw from it.
         self.rng_state_to_restore = checkpoint.get("torch_rng_state")

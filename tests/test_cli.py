@@ -218,6 +218,17 @@ def test_evaluating_a_checkpoint_says_which_settings_it_does_not_use(config_path
     assert said() == []  # the settings it was trained with: nothing to say
 
 
+def test_a_cosine_schedule_shorter_than_the_run_is_said(config_path, tmp_path, caplog):
+    """A cosine rate whose T_max ends before the run climbs back up: one warning naming both keys;
+    none where T_max covers the run (sine steps the scheduler every step)."""
+    said = lambda: [r.getMessage() for r in caplog.records if "cosine rate climbs back" in r.getMessage()]
+    for t_max, warned in ((2, True), (4, False)):
+        caplog.clear()
+        main(["fit", "--config", config_path("sine"), "--trainer.max_steps=4", f"--trainer.logger.init_args.save_dir={tmp_path}",
+              f"--lr_scheduler={{class_path: torch.optim.lr_scheduler.CosineAnnealingLR, init_args: {{T_max: {t_max}}}}}"])
+        assert len(said()) == warned and all("T_max is 2 steps, trainer.max_steps 4" in line for line in said()), said()
+
+
 def test_unknown_key_in_config_file(config_path, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text((ROOT / "configs" / "sine.yaml").read_text().replace("  max_steps: 500", "  max_stepz: 500"))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lstm_pl.cache import CacheScore
-from lstm_pl.cli import CLI
+from lstm_pl.cli import CLI, main
 from lstm_pl.models import LanguageModelSettings, LearnedCache, WordLanguageModel
 
 CONFIG = str(Path(__file__).parents[1] / "configs" / "shakespeare.yaml")
@@ -50,6 +50,7 @@ def test_it_reads_only_the_words_before():
     with torch.no_grad():
         cache.query.weight.normal_()
         cache.gate.weight.normal_()
+        cache.match_weight.fill_(3.0)
     outputs, targets = torch.randn(2, 23, 6, dtype=torch.float64), torch.randint(0, 3, (2, 23))
     log_p_vocab = torch.log(torch.rand(2, 23, dtype=torch.float64))
     before = windows(cache, log_p_vocab, outputs, targets)
@@ -58,11 +59,17 @@ def test_it_reads_only_the_words_before():
     changed_targets[:, 12:] = (changed_targets[:, 12:] + 1) % 3
     after = windows(cache, log_p_vocab, changed_outputs, changed_targets)
     assert torch.equal(before[:, :12], after[:, :12]) and not torch.equal(before[:, 12:], after[:, 12:])
-    # Words seen nowhere before have only the softmax's share: log((1 - λ_t) p_vocab).
+    # Words seen nowhere before have only the softmax's share: log((1 - λ_t) p_vocab), the gate
+    # λ_t = σ(w·h_t + c·m_t + b) written out, m_t the best cosine of q_t = h_t + W h_t with h_0..h_{t-1}.
     unseen = torch.tensor([[4, 5, 6, 7]])
     log_p, _ = cache(log_p_vocab[:1, :4], outputs[:1, :4], unseen)
-    gate = cache.gate(outputs[:1, 1:4]).squeeze(-1)
-    assert torch.allclose(log_p[:, 1:], torch.nn.functional.logsigmoid(-gate) + log_p_vocab[:1, 1:4])
+    h = outputs[0, :4]
+    queries = h + h @ cache.query.weight.T
+    match = torch.stack([torch.nn.functional.cosine_similarity(queries[t], h[:t], dim=-1).max().clamp_min(0)
+                         for t in range(1, 4)])
+    gate = h[1:] @ cache.gate.weight[0] + cache.gate.bias + 3.0 * match
+    assert match.max() > 0.5  # the match term counts here
+    assert torch.allclose(log_p[0, 1:], torch.nn.functional.logsigmoid(-gate) + log_p_vocab[0, 1:4])
 
 
 def test_next_word_is_a_distribution_that_agrees_with_training():
@@ -74,6 +81,7 @@ def test_next_word_is_a_distribution_that_agrees_with_training():
     with torch.no_grad():
         cache.query.weight.normal_()
         cache.gate.weight.normal_()
+        cache.match_weight.fill_(-2.0)
     outputs, targets = torch.randn(2, 15, 4, dtype=torch.float64), torch.randint(0, vocabulary, (2, 15))
     log_p_all = torch.log_softmax(torch.randn(2, 15, vocabulary, dtype=torch.float64), dim=-1)
     log_p, _ = cache(log_p_all.gather(-1, targets[..., None]).squeeze(-1), outputs, targets)
@@ -114,6 +122,7 @@ def test_a_language_model_trains_and_scores_with_it(tmp_path, corpus_args):
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     net = cli.model.net
     assert net.cache.theta.item() != 1.5 and net.cache.query.weight.abs().sum() > 0  # it learned
+    assert net.cache.match_weight.item() != 0
     state, memory = cli.model.states["train"]
     assert memory[0].shape[1] == 15 and not memory[0].requires_grad
     logged = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]["val/perplexity"]
@@ -126,3 +135,29 @@ def test_a_language_model_trains_and_scores_with_it(tmp_path, corpus_args):
             log_p, carried, _, _ = net.score(x, y, carried)
             total, count = total - log_p.sum().item(), count + y.numel()
     assert math.isclose(logged, math.exp(total / count), rel_tol=1e-5)
+
+
+def test_a_checkpoint_from_before_the_match_weight_evaluates_as_it_was(tmp_path, corpus_args, capsys):
+    """A checkpoint written before the gate read the match (no ``net.cache.match_weight``) is that
+    model with c = 0: ``test`` scores it as the same checkpoint with c set to 0 does; resuming it is
+    one line, exit 2 (its optimizer has one parameter fewer)."""
+    small = ["--config", CONFIG, *corpus_args, "--data.init_args.seq_len=10", "--trainer.limit_val_batches=2",
+             "--trainer.limit_test_batches=2", "--model.init_args.net.learned_cache_window=15",
+             f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    main(["fit", *small, "--trainer.max_steps=3"])
+    last = tmp_path / "shakespeare" / "version_0" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=False)
+    checkpoint["state_dict"]["net.cache.match_weight"].zero_()
+    torch.save(checkpoint, tmp_path / "zero.ckpt")
+    del checkpoint["state_dict"]["net.cache.match_weight"]
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    scores = []
+    for name in ("zero.ckpt", "old.ckpt"):
+        main(["test", *small, f"--ckpt_path={tmp_path / name}"])
+        scores.append(CLI.latest.trainer.callback_metrics["test/perplexity"].item())
+    assert scores[0] == scores[1]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit", *small, "--trainer.max_steps=4", f"--ckpt_path={tmp_path / 'old.ckpt'}"])
+    assert stopped.value.code == 2
+    assert "predates its gate's match weight" in capsys.readouterr().err
