@@ -203,11 +203,10 @@ EXTRA = (  # not part of the default set: run with --only
         curve="val/perplexity", seeds=3, quick=("--trainer.max_epochs=2",), array_data=False, log_y=False,
         per_seed=True, samples=True,
         note="`shakespeare_awd.yaml` with the learned cache (`LearnedCache` in `lstm_pl/models.py`; a pointer at the "
-             "words that followed the model's last 300 outputs, trained with it), dropout 0.3 and 22 epochs. The language-model section's "
+             "words that followed the model's last 300 outputs, its gate reading how well the best of them matches, "
+             "trained with it), dropout 0.3 and a cosine learning rate over 22 epochs. The language-model section's "
              "split, vocabulary and scoring (10 evaluation streams, the state carried through each, `<unk>` "
-             "included), the test on the last weights; CPU seconds: the fit process's own, one thread. The sample "
-             "below starts from a two-word prompt, so the cache has one or two words to point back at, and it "
-             "repeats them; from a prompt of a few lines it writes like the other models (docs/tasks.md)."),
+             "included), the test on the last weights; CPU seconds: the fit process's own, one thread."),
     longer_adding(1000, "solved in Hochreiter and Schmidhuber's sense",
                   "adding_solve.yaml's rule (validation on 10,000 sequences, every 1,000 steps: MSE at most 2e-5, at "
                   "most 2 off by 0.04 or more) on 100,000 training sequences, at most 65,000 steps of 32"),
