@@ -42,7 +42,7 @@ class CacheMemory:
         targets = targets.detach()
         keys = hidden if self.hidden is None else torch.cat([self.hidden, hidden], dim=1)
         values = targets if self.targets is None else torch.cat([self.targets, targets], dim=1)
-        p_cache, has_history, _ = pointer(hidden, keys, values, targets, self.window, theta)
+        p_cache, has_history = pointer(hidden, keys, values, targets, self.window, theta)
         self.hidden, self.targets = keys[:, -self.window:], values[:, -self.window:]
         return p_cache, has_history.expand_as(p_cache)
 

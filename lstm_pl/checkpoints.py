@@ -21,7 +21,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from .errors import ConfigError, first_line
 from .files import atomic_write, remove_stale_partials
 from .models import flat, weights_finite
-from .tasks import DATA_LINKS
+from .tasks import DATA_LINKS, PREDATES_MATCH_WEIGHT, predates_match_weight
 
 log = logging.getLogger(__name__)
 
@@ -310,6 +310,8 @@ def check_checkpoint_fits(path: str | Path, config, resuming: bool) -> None:
     is written (Lightning would silently take the checkpoint's settings over the config's; for
     test, validate and predict it does so on purpose: a checkpoint is evaluated as it was trained)."""
     checkpoint = read_checkpoint(path)
+    if resuming and predates_match_weight(checkpoint):
+        raise ConfigError(PREDATES_MATCH_WEIGHT.format(path=path))
     hparams = dict(checkpoint.get("hyper_parameters", {}))
     saved = hparams.pop("_class_path", None)
     ours_path = config.model.class_path

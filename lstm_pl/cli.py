@@ -209,16 +209,20 @@ class CLI(LightningCLI):
 def warn_if_cosine_restarts(lr_scheduler, trainer) -> None:
     """A cosine schedule whose half period (``T_max``, in the scheduler's steps: epochs, or steps on
     a step cadence) ends before the run does climbs back up from its floor: one warning (a set
-    ``max_epochs`` or ``max_steps`` changed without ``T_max`` is the usual cause)."""
+    ``max_epochs`` or ``max_steps`` changed without ``T_max`` is the usual cause). A run without an
+    end in that unit (-1) counts as longer; one that ``max_steps`` may end first, on an epoch
+    cadence, is not judged (its epochs are not known yet)."""
     if not isinstance(lr_scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
         return
     by_epoch = trainer.check_val_every_n_epoch is not None
-    length = trainer.max_epochs if by_epoch else trainer.max_steps
-    if length is not None and length > lr_scheduler.T_max:
-        unit, key = ("epochs", "max_epochs") if by_epoch else ("steps", "max_steps")
-        log.warning("lstm_pl: lr_scheduler.init_args.T_max is %d %s, trainer.%s %d: the cosine rate climbs back "
+    if by_epoch and trainer.max_steps not in (None, -1):
+        return
+    unit, key = ("epochs", "max_epochs") if by_epoch else ("steps", "max_steps")
+    length = getattr(trainer, key)
+    if length in (None, -1) or length > lr_scheduler.T_max:
+        log.warning("lstm_pl: lr_scheduler.init_args.T_max is %d %s, trainer.%s %s: the cosine rate climbs back "
                     "up after %s %d (set T_max to the run's length for one decay)", lr_scheduler.T_max, unit, key,
-                    length, unit[:-1], lr_scheduler.T_max)
+                    "-1 (no end)" if length in (None, -1) else length, unit[:-1], lr_scheduler.T_max)
 
 
 def check_config_files(args: list[str]) -> None:

@@ -363,7 +363,7 @@ class LearnedCache(nn.Module):
         keys = outputs if memory is None else torch.cat([memory[0], outputs], dim=1)
         values = targets if memory is None else torch.cat([memory[1], targets], dim=1)
         pointed, has_history, match = pointer(outputs + self.query(outputs), keys, values, targets, self.window,
-                                              self.theta)
+                                              self.theta, with_match=True)
         mixed = self.mix(log_p_vocab, self.gate(outputs).squeeze(-1) + self.match_weight * match, pointed)
         log_p = torch.where(has_history, mixed, log_p_vocab)
         return log_p, (keys[:, -self.window:].detach(), values[:, -self.window:])
@@ -391,25 +391,26 @@ class LearnedCache(nn.Module):
 
 @torch.no_grad()
 def best_match(scores: Tensor, queries: Tensor, keys: Tensor, usable: Tensor | None = None) -> Tensor:
-    """How well each query's best key matches, max(0, max_i cos(q_t, k_i)) (B, T), from the products
-    q_t·k_i (B, T, K) already made, queries (B, T, H), keys (B, K, H) and which keys each query may
-    use (T, K; None: all); 0 where it may use none. Without gradients: a signal the cache's gate
-    reads (its weight c learns), not one the stack is trained to shape; with them, the backward
-    pass through the norms would touch every remembered key, 6% of a training step."""
-    norms = queries.norm(dim=-1)[..., None] * keys.norm(dim=-1)[..., None, :]
-    cosines = scores / norms.clamp_min(torch.finfo(scores.dtype).tiny)
+    """How well each query's best key matches, max(0, max_i cos(q_t, k_i)) (B, T, float32), from the
+    products q_t·k_i (B, T, K) already made, queries (B, T, H), keys (B, K, H) and which keys each
+    query may use (T, K; None: all); 0 where it may use none. In float32, and a product that
+    overflowed half precision (inf) counts as a perfect match, 1, not NaN. Without gradients: a signal
+    the cache's gate reads (its weight c learns), not one the stack is trained to shape (with them,
+    the backward pass through the norms touches every remembered key)."""
+    norms = queries.float().norm(dim=-1)[..., None] * keys.float().norm(dim=-1)[..., None, :]
+    cosines = scores.float() / norms.clamp_min(torch.finfo(torch.float32).tiny)
     if usable is not None:
         cosines = cosines.masked_fill(~usable, 0.0)
-    return cosines.amax(-1).clamp_min(0.0)
+    return cosines.amax(-1).clamp_min(0.0).nan_to_num(0.0, posinf=1.0)
 
 
 def pointer(queries: Tensor, keys: Tensor, values: Tensor, targets: Tensor, window: int,
-            theta: float | Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            theta: float | Tensor, with_match: bool = False) -> tuple[Tensor, ...]:
     """The pointer of a continuous cache, for the last T of K steps of each stream (the earlier ones
     remembered): p(target_t) = Σ_{i in [t - window, t)} softmax_i(θ · q_t·k_i) [values_i = target_t]
     (B, T), from queries (B, T, H), keys (B, K, H), values (B, K) (the word that followed each key)
-    and targets (B, T); whether step t had any history (T,): where it had none, p = 0; and how well
-    its best key matches, max(0, max_i cos(q_t, k_i)) (B, T; 0 without history). The fixed cache
+    and targets (B, T); whether step t had any history (T,): where it had none, p = 0; and, with
+    ``with_match``, how well its best key matches (``best_match``; B, T). The fixed cache
     (``cache.CacheMemory``) and the learned one (``LearnedCache``) both point with it."""
     remembered, steps = keys.shape[1] - queries.shape[1], queries.shape[1]
     query_at = torch.arange(remembered, remembered + steps, device=queries.device)[:, None]
@@ -418,8 +419,10 @@ def pointer(queries: Tensor, keys: Tensor, values: Tensor, targets: Tensor, wind
     scaled = theta * queries
     scores = scaled @ keys.transpose(1, 2)                                                 # (B, T, K)
     weights = torch.softmax(scores.masked_fill(~usable, -float("inf")), dim=-1).nan_to_num(0.0)  # no history: 0
-    match = best_match(scores, scaled, keys, usable)                                      # cos(θq, k) = cos(q, k), θ > 0
-    return (weights * (values[:, None, :] == targets[:, :, None])).sum(-1), usable.any(-1), match
+    pointed = (weights * (values[:, None, :] == targets[:, :, None])).sum(-1)
+    if not with_match:
+        return pointed, usable.any(-1)
+    return pointed, usable.any(-1), best_match(scores, scaled, keys, usable)              # cos(θq, k) = cos(q, k) for θ > 0
 
 
 def nucleus(scores: Tensor, top_p: float) -> Tensor:

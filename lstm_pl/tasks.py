@@ -180,6 +180,18 @@ class Perplexity(MeanMetric):
         return super().compute().exp()
 
 
+PREDATES_MATCH_WEIGHT = ("ckpt_path: {path} has a learned cache from before its gate read the match (no "
+                         "net.cache.match_weight); it tests, validates and generates as trained, but cannot be "
+                         "resumed: start the run again")
+
+
+def predates_match_weight(checkpoint: dict) -> bool:
+    """A language model's checkpoint whose learned cache was written before the gate read the match
+    (stop 40): it is that model with c = 0, and its optimizer state lacks c."""
+    weights = checkpoint.get("state_dict") or {}
+    return "net.cache.query.weight" in weights and "net.cache.match_weight" not in weights
+
+
 class LanguageModelTask(Task):
     """Word-level language model (Shakespeare): cross-entropy on next-word prediction.
 
@@ -220,13 +232,10 @@ class LanguageModelTask(Task):
         if saved is not None and saved != ours:
             raise ConfigError(f"ckpt_path: the checkpoint's vocabulary has {saved} words, these data settings build "
                               f"{ours}; use the data settings it was trained with")
-        weights = checkpoint.get("state_dict")
-        if self.net.cache is not None and weights is not None and "net.cache.match_weight" not in weights:
-            # Written before the cache's gate read the match (stop 40): the same model with c = 0.
-            if self._trainer is not None and self.trainer.state.fn == "fit":
-                raise ConfigError("ckpt_path: the checkpoint's learned cache predates its gate's match weight; it "
-                                  "tests, validates and generates as it was, but cannot be resumed: start the run again")
-            weights["net.cache.match_weight"] = torch.zeros(())
+        if predates_match_weight(checkpoint):  # the same model with c = 0
+            if self._trainer is not None and self.trainer.state.fn == "fit":  # the CLI refuses it before this
+                raise ConfigError(PREDATES_MATCH_WEIGHT.format(path="the checkpoint"))
+            checkpoint["state_dict"]["net.cache.match_weight"] = torch.zeros(())
         self.states["train"] = checkpoint.get("carried_state")
         # Set when the first resumed batch starts, not now: nothing until then may draw from it.
         self.rng_state_to_restore = checkpoint.get("torch_rng_state")

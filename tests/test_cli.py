@@ -229,6 +229,18 @@ def test_a_cosine_schedule_shorter_than_the_run_is_said(config_path, tmp_path, c
         assert len(said()) == warned and all("T_max is 2 steps, trainer.max_steps 4" in line for line in said()), said()
 
 
+def test_a_cosine_schedule_shorter_than_the_epochs_is_said(config_path, tmp_path, caplog, corpus_args):
+    """The same on an epoch cadence (the language model's): T_max in epochs against max_epochs."""
+    said = lambda: [r.getMessage() for r in caplog.records if "cosine rate climbs back" in r.getMessage()]
+    for t_max, warned in ((2, True), (3, False)):
+        caplog.clear()
+        main(["fit", "--config", config_path("shakespeare"), *corpus_args, "--trainer.max_epochs=3",
+              "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1", "--data.init_args.seq_len=5",
+              f"--trainer.logger.init_args.save_dir={tmp_path}",
+              f"--lr_scheduler={{class_path: torch.optim.lr_scheduler.CosineAnnealingLR, init_args: {{T_max: {t_max}}}}}"])
+        assert len(said()) == warned and all("T_max is 2 epochs, trainer.max_epochs 3" in line for line in said()), said()
+
+
 def test_unknown_key_in_config_file(config_path, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text((ROOT / "configs" / "sine.yaml").read_text().replace("  max_steps: 500", "  max_stepz: 500"))

@@ -139,25 +139,44 @@ def test_a_language_model_trains_and_scores_with_it(tmp_path, corpus_args):
 
 def test_a_checkpoint_from_before_the_match_weight_evaluates_as_it_was(tmp_path, corpus_args, capsys):
     """A checkpoint written before the gate read the match (no ``net.cache.match_weight``) is that
-    model with c = 0: ``test`` scores it as the same checkpoint with c set to 0 does; resuming it is
-    one line, exit 2 (its optimizer has one parameter fewer)."""
+    model with c = 0: ``test`` scores it as the same checkpoint with c set to 0 does. Resuming it is
+    one line, exit 2, before anything is written: its run folder is left as it was."""
     small = ["--config", CONFIG, *corpus_args, "--data.init_args.seq_len=10", "--trainer.limit_val_batches=2",
              "--trainer.limit_test_batches=2", "--model.init_args.net.learned_cache_window=15",
              f"--trainer.logger.init_args.save_dir={tmp_path}"]
     main(["fit", *small, "--trainer.max_steps=3"])
-    last = tmp_path / "shakespeare" / "version_0" / "checkpoints" / "last.ckpt"
+    run = tmp_path / "shakespeare" / "version_0"
+    last = run / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(last, weights_only=False)
     checkpoint["state_dict"]["net.cache.match_weight"].zero_()
     torch.save(checkpoint, tmp_path / "zero.ckpt")
     del checkpoint["state_dict"]["net.cache.match_weight"]
-    torch.save(checkpoint, tmp_path / "old.ckpt")
+    torch.save(checkpoint, last)
     scores = []
-    for name in ("zero.ckpt", "old.ckpt"):
-        main(["test", *small, f"--ckpt_path={tmp_path / name}"])
+    for path in (tmp_path / "zero.ckpt", last):
+        main(["test", *small, f"--ckpt_path={path}"])
         scores.append(CLI.latest.trainer.callback_metrics["test/perplexity"].item())
     assert scores[0] == scores[1]
+    before = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
     capsys.readouterr()
     with pytest.raises(SystemExit) as stopped:
-        main(["fit", *small, "--trainer.max_steps=4", f"--ckpt_path={tmp_path / 'old.ckpt'}"])
-    assert stopped.value.code == 2
-    assert "predates its gate's match weight" in capsys.readouterr().err
+        main(["fit", *small, "--trainer.max_steps=4", f"--ckpt_path={last}"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert stopped.value.code == 2 and len(errors) == 1 and "before its gate read the match" in errors[0], errors
+    assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == before
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_product_past_half_precision_stays_finite(dtype):
+    """Under autocast, a query·key product past float16's range (inf) counts as a perfect match:
+    every log p stays finite (with c at 0, where 0·inf would be NaN, and with c learned)."""
+    torch.manual_seed(0)
+    cache = LearnedCache(8, 50)
+    outputs, targets = torch.randn(1, 6, 8) * 200, torch.randint(0, 5, (1, 6))
+    log_p_vocab = torch.log(torch.rand(1, 6))
+    for c in (0.0, 3.0):
+        with torch.no_grad():
+            cache.match_weight.fill_(c)
+        with torch.autocast("cpu", dtype=dtype):
+            log_p, _ = cache(log_p_vocab, outputs, targets)
+        assert torch.isfinite(log_p).all(), (c, log_p)
