@@ -378,7 +378,7 @@ class LearnedCache(nn.Module):
         query = output + self.query(output)
         scores = self.theta * (keys @ query[..., None]).squeeze(-1)                             # (B, K)
         attention = torch.softmax(scores, dim=-1)
-        match = best_match(scores[:, None], self.theta * query[:, None], keys)                        # (B, 1)
+        match = best_match(scores[:, None], self.theta * query[:, None], keys)                  # (B, 1)
         pointed = torch.zeros_like(log_p_vocab).scatter_add_(1, values, attention.to(log_p_vocab.dtype))
         return self.mix(log_p_vocab, self.gate(output) + self.match_weight * match, pointed)
 
