@@ -364,7 +364,7 @@ class LearnedCache(nn.Module):
         values = targets if memory is None else torch.cat([memory[1], targets], dim=1)
         pointed, has_history, match = pointer(outputs + self.query(outputs), keys, values, targets, self.window,
                                               self.theta, with_match=True)
-        mixed = self.mix(log_p_vocab, self.gate(outputs).squeeze(-1) + self.match_weight * match, pointed)
+        mixed = self.mix(log_p_vocab, self.gate_logit(outputs, match), pointed)
         log_p = torch.where(has_history, mixed, log_p_vocab)
         return log_p, (keys[:, -self.window:].detach(), values[:, -self.window:])
 
@@ -380,7 +380,12 @@ class LearnedCache(nn.Module):
         attention = torch.softmax(scores, dim=-1)
         match = best_match(scores[:, None], self.theta * query[:, None], keys)                  # (B, 1)
         pointed = torch.zeros_like(log_p_vocab).scatter_add_(1, values, attention.to(log_p_vocab.dtype))
-        return self.mix(log_p_vocab, self.gate(output) + self.match_weight * match, pointed)
+        return self.mix(log_p_vocab, self.gate_logit(output[:, None], match), pointed)
+
+    def gate_logit(self, outputs: Tensor, match: Tensor) -> Tensor:
+        """w·h_t + c·m_t + b, λ_t's logit (B, T), from the stack's outputs (B, T, H) and the best
+        matches m_t (B, T)."""
+        return self.gate(outputs).squeeze(-1) + self.match_weight * match
 
     @staticmethod
     def mix(log_p_vocab: Tensor, gate: Tensor, pointed: Tensor) -> Tensor:
