@@ -218,27 +218,21 @@ def test_evaluating_a_checkpoint_says_which_settings_it_does_not_use(config_path
     assert said() == []  # the settings it was trained with: nothing to say
 
 
-def test_a_cosine_schedule_shorter_than_the_run_is_said(config_path, tmp_path, caplog):
+@pytest.mark.parametrize("task, length, unit", [("sine", "--trainer.max_steps", "steps"),
+                                                 ("shakespeare", "--trainer.max_epochs", "epochs")])
+def test_a_cosine_schedule_shorter_than_the_run_is_said(config_path, tmp_path, caplog, corpus_args, task, length, unit):
     """A cosine rate whose T_max ends before the run climbs back up: one warning naming both keys;
-    none where T_max covers the run (sine steps the scheduler every step)."""
+    none where T_max covers the run. Sine steps the scheduler every step (T_max in steps against
+    max_steps), the language model every epoch (in epochs against max_epochs)."""
+    small = (["--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1", "--data.init_args.seq_len=5",
+              *corpus_args] if task == "shakespeare" else [])
     said = lambda: [r.getMessage() for r in caplog.records if "cosine rate climbs back" in r.getMessage()]
-    for t_max, warned in ((2, True), (4, False)):
-        caplog.clear()
-        main(["fit", "--config", config_path("sine"), "--trainer.max_steps=4", f"--trainer.logger.init_args.save_dir={tmp_path}",
-              f"--lr_scheduler={{class_path: torch.optim.lr_scheduler.CosineAnnealingLR, init_args: {{T_max: {t_max}}}}}"])
-        assert len(said()) == warned and all("T_max is 2 steps, trainer.max_steps 4" in line for line in said()), said()
-
-
-def test_a_cosine_schedule_shorter_than_the_epochs_is_said(config_path, tmp_path, caplog, corpus_args):
-    """The same on an epoch cadence (the language model's): T_max in epochs against max_epochs."""
-    said = lambda: [r.getMessage() for r in caplog.records if "cosine rate climbs back" in r.getMessage()]
+    expected = f"T_max is 2 {unit}, trainer.{length.removeprefix('--trainer.')} 3"
     for t_max, warned in ((2, True), (3, False)):
         caplog.clear()
-        main(["fit", "--config", config_path("shakespeare"), *corpus_args, "--trainer.max_epochs=3",
-              "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1", "--data.init_args.seq_len=5",
-              f"--trainer.logger.init_args.save_dir={tmp_path}",
+        main(["fit", "--config", config_path(task), f"{length}=3", *small, f"--trainer.logger.init_args.save_dir={tmp_path}",
               f"--lr_scheduler={{class_path: torch.optim.lr_scheduler.CosineAnnealingLR, init_args: {{T_max: {t_max}}}}}"])
-        assert len(said()) == warned and all("T_max is 2 epochs, trainer.max_epochs 3" in line for line in said()), said()
+        assert len(said()) == warned and all(expected in line for line in said()), said()
 
 
 def test_unknown_key_in_config_file(config_path, tmp_path, capsys):
