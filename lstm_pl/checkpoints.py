@@ -264,20 +264,21 @@ class Checkpoints(ModelCheckpoint):
         super().load_state_dict(state_dict)
 
 
-def read_checkpoint(path: str | Path) -> dict:
+def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict:
     """The checkpoint at ``path``, loaded with ``weights_only=True`` (only tensors and plain
-    Python values: what lstm_pl saves), or ``ConfigError`` naming ``ckpt_path`` and what is wrong."""
+    Python values: what lstm_pl saves), or ``ConfigError`` naming ``key`` (the setting that gave
+    the path) and what is wrong."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"ckpt_path: no such file {path}")
+        raise ConfigError(f"{key}: no such file {path}")
     damaged = damaged_entry(path)
     if damaged:
-        raise ConfigError(f"ckpt_path: {path} is damaged ({damaged} fails its CRC-32: bytes changed since it was "
+        raise ConfigError(f"{key}: {path} is damaged ({damaged} fails its CRC-32: bytes changed since it was "
                           f"written); use an intact .ckpt written by lstm_pl")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - truncated zip, not a checkpoint, a pickle outside the allow-list
-        raise ConfigError(f"ckpt_path: {path} is not a readable checkpoint ({first_line(error)}); "
+        raise ConfigError(f"{key}: {path} is not a readable checkpoint ({first_line(error)}); "
                           f"use an intact .ckpt written by lstm_pl") from None
 
 

@@ -35,6 +35,7 @@ from . import fused, runtime
 from .averaging import WeightAveraging
 from .cache import NeuralCache
 from .dynamic import DynamicEvaluation
+from .ensemble import Ensemble
 from .checkpoints import Checkpoints, check_checkpoint_fits
 from .console import Report, command_prefix
 from .errors import ConfigError, TrainingError, cause, first_line
@@ -121,6 +122,7 @@ class CLI(LightningCLI):
         parser.add_lightning_class_args(WeightAveraging, "averaging")
         parser.add_lightning_class_args(NeuralCache, "cache")
         parser.add_lightning_class_args(DynamicEvaluation, "dynamic_eval")
+        parser.add_lightning_class_args(Ensemble, "ensemble")
         # Applied after the DataModule exists, each only where both ends have the attribute.
         for source, target in DATA_LINKS.items():
             parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
@@ -177,7 +179,7 @@ class CLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
-        scorers = [callback for callback in self.trainer.callbacks if isinstance(callback, (NeuralCache, DynamicEvaluation))]
+        scorers = [callback for callback in self.trainer.callbacks if isinstance(callback, (NeuralCache, DynamicEvaluation, Ensemble))]
         for scorer in scorers:
             scorer.check_model(self.model)
         # Lightning calls every callback's hooks at every step: a scorer that is off takes no part.

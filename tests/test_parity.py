@@ -21,7 +21,7 @@ from parity import compare, pytorch_side, tensorflow_side, tf1_side  # noqa: E40
 # schedule, dropout), or on data the TensorFlow side does not make (MNIST's files): the harness
 # refuses them, naming the first key.
 NOT_COMPARABLE = {"shakespeare_examples": "optimizer:", "shakespeare_best": "optimizer:", "shakespeare_awd": "optimizer:",
-                  "shakespeare_cache": "optimizer:",
+                  "shakespeare_cache": "optimizer:", "shakespeare_ensemble": "optimizer:",
                   "mnist": "data.class_path:"}
 CONFIGS = sorted(p for p in compare.CONFIGS.glob("*.yaml") if p.stem not in ("base", *NOT_COMPARABLE))
 # The configs that reproduce an original run: TF1's Adam and the original's batch stream.

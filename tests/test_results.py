@@ -97,6 +97,31 @@ def test_runs_train_test_report_and_are_not_rerun(config_path, tmp_path):
     assert (tmp_path / "tiny_rnn" / "seed_12" / "result.json").stat().st_mtime_ns == stamp
 
 
+def test_an_ensemble_is_tested_from_its_members_and_reported(config_path, corpus_args, tmp_path):
+    """An experiment with ``ensemble``: its seeds' runs, then one test of the first with the others as
+    its ensemble; the report's ensemble table has its members' and its own perplexity and their
+    summed CPU seconds; a second regeneration reads it back."""
+    experiment = Experiment(
+        "tiny_lm", "tiny", (Arm("tiny_lm", "LM", config_path("shakespeare"), tuple(corpus_args)),),
+        (Column("test perplexity", lambda run: run.test("test/perplexity"), "{:.1f}"),), curve="val/perplexity",
+        seeds=2, quick_seeds=2, per_seed=True, ensemble=2, array_data=False,
+        quick=("--trainer.max_steps=4", "--data.init_args.seq_len=10", "--trainer.limit_val_batches=2",
+               "--trainer.limit_test_batches=2"))
+    runs = runner.run_all([experiment], tmp_path, quick=True, jobs=2)
+    assert set(runs) == {("tiny_lm", 12), ("tiny_lm", 13), ("tiny_lm", "ensemble_12-13")}
+    ensemble = runs[("tiny_lm", "ensemble_12-13")]
+    members = [runs[("tiny_lm", seed)] for seed in (12, 13)]
+    assert ensemble.result["cpu_seconds"] == sum(run.result["cpu_seconds"] for run in members)
+    mixed = ensemble.last("test/perplexity_ensemble")
+    assert mixed is not None and ensemble.last("test/perplexity") == members[0].test("test/perplexity")
+    lines = report.ensemble_table(experiment, runs, quick=True).splitlines()
+    assert lines[2].startswith("| LM, seeds 12 to 13 | ") and f"| {mixed:.1f} |" in lines[2]
+    assert all(f"{run.test('test/perplexity'):.1f}" in lines[2] for run in members)
+    stamp = (tmp_path / "tiny_lm" / "ensemble_12-13" / "result.json").stat().st_mtime_ns
+    runner.run_all([experiment], tmp_path, quick=True, jobs=1)
+    assert (tmp_path / "tiny_lm" / "ensemble_12-13" / "result.json").stat().st_mtime_ns == stamp
+
+
 def test_a_failed_run_is_named_with_its_log(config_path, tmp_path):
     experiment = tiny(config_path, "--model.init_args.net.hidden_size=0", seeds=1)
     with pytest.raises(RuntimeError, match=r"tiny_rnn seed 12: fit failed, see .*seed_12\.log"):

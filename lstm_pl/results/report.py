@@ -17,7 +17,7 @@ from lstm_pl.data import adding_problem, noisy_sine
 
 from .configs import datamodule, first_seed
 from .registry import ADDING_DATA, SINE_DATA, Arm, Experiment
-from .runner import command, folder_of_test_run, seeds_of
+from .runner import command, ensemble_name, ensembles_of, folder_of_test_run, seeds_of
 
 
 def summary(values: list[float | None], fmt: str) -> str:
@@ -124,6 +124,31 @@ def per_seed_table(experiment: Experiment, runs: dict, seeds: list[int], quick: 
     return "\n".join(lines) + f"\n\nCommands (seed S): {commands}."
 
 
+def ensemble_table(experiment: Experiment, runs: dict, quick: bool) -> str:
+    """A row per ensemble: its seeds, its members' test perplexities, its own (all words and without
+    <unk>) and its members' CPU seconds summed; then the ensembles' median [min, max], and the command."""
+    header = ["ensemble", "members' test perplexity", "ensemble's test perplexity",
+              "ensemble's test perplexity without <unk>", "CPU s, the four fits"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    groups = ensembles_of(experiment, quick)
+    for arm in experiment.arms:
+        values = []
+        for seeds in groups:
+            run = runs[(arm.name, ensemble_name(seeds))]
+            row = [run.last("test/perplexity_ensemble"), run.last("test/perplexity_ensemble_without_unk"),
+                   run.result["cpu_seconds"]]
+            values.append(row)
+            members = ", ".join(f"{runs[(arm.name, seed)].test('test/perplexity'):.1f}" for seed in seeds)
+            lines.append(f"| {arm.label}, seeds {seeds[0]} to {seeds[-1]} | {members} | {row[0]:.1f} | {row[1]:.1f} | "
+                         f"{row[2]:,.0f} |")
+        cells = [summary([row[i] for row in values], fmt) for i, fmt in enumerate(("{:.1f}", "{:.1f}", "{:,.0f}"))]
+        lines.append(f"| {arm.label}, all ensembles | | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + (
+        f"\n\nAn ensemble's test (the runs of seeds S to S+{len(groups[0]) - 1}): `python -m lstm_pl test "
+        f"--config {experiment.arms[0].config} --ckpt_path <seed S run>/checkpoints/last.ckpt "
+        f"--ensemble.checkpoints='[<seed S+1 run>/checkpoints/last.ckpt, ...]'`.")
+
+
 def samples(arm: Arm, runs: dict, words: int = 30) -> str:
     """Text generated from the first seed's run of a language model (``python -m lstm_pl.generate``)."""
     folder = runs[(arm.name, first_seed())].folder
@@ -154,6 +179,8 @@ def experiment_section(experiment: Experiment, runs: dict, quick: bool, figures:
            f"(`python -m lstm_pl.results --only {experiment.name}{' --quick' if quick else ''}` redoes this "
            f"section). {experiment.note}{resumed_note(experiment, runs, seeds)}".rstrip(),
            table(experiment, runs, quick)]
+    if experiment.ensemble > 1:
+        out.append(ensemble_table(experiment, runs, quick))
     name = f"{experiment.name}_curves.png"
     curves_figure(experiment, runs, quick, figures / name)
     pictures = [f"![{name}]({figure_link(name, quick)})"]

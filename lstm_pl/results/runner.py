@@ -206,8 +206,49 @@ def fit_and_test(experiment: Experiment, arm: Arm, seed: int, root: Path, quick:
     return folder
 
 
-def run_all(experiments, root: Path, quick: bool, jobs: int) -> dict[tuple[str, int], Run]:
-    """Every (arm, seed) of the experiments, each once, ``jobs`` at a time."""
+def ensembles_of(experiment: Experiment, quick: bool) -> list[list[int]]:
+    """The seeds of each of ``experiment``'s ensembles: consecutive groups of ``experiment.ensemble``
+    (none where it is 1; quick mode: one group of its seeds)."""
+    seeds = seeds_of(experiment, quick)
+    if experiment.ensemble <= 1:
+        return []
+    size = min(experiment.ensemble, len(seeds))
+    return [seeds[start:start + size] for start in range(0, len(seeds) - size + 1, size)]
+
+
+def ensemble_name(seeds: list[int]) -> str:
+    return f"ensemble_{seeds[0]}-{seeds[-1]}"
+
+
+def test_ensemble(experiment: Experiment, arm: Arm, seeds: list[int], root: Path, quick: bool) -> Path:
+    """Test the first seed's last checkpoint with the other seeds' as its ensemble (``ensemble.checkpoints``),
+    into ``<root>/<arm>/ensemble_<first>-<last>`` (read back where it finished before); its
+    ``result.json`` sums the members' fit seconds. Raises RuntimeError naming the log if it fails."""
+    folder = root / arm.name / ensemble_name(seeds)
+    if (folder / "result.json").exists():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    members = [root / arm.name / f"seed_{seed}" for seed in seeds]
+    checkpoints = [member / "checkpoints" / "last.ckpt" for member in members]
+    log = root / arm.name / f"{folder.name}.log"
+    test = [sys.executable, "-m", "lstm_pl", "test", *arguments(experiment, arm, seeds[0], quick),
+            f"--trainer.logger.init_args.save_dir={root}", f"--trainer.logger.init_args.name={arm.name}",
+            f"--trainer.logger.init_args.version={folder.name}", f"--ckpt_path={checkpoints[0]}",
+            f"--ensemble.checkpoints=[{', '.join(str(path) for path in checkpoints[1:])}]"]
+    with open(log, "w") as out:
+        if child(test, out, {**os.environ, "OMP_NUM_THREADS": "1"})[0]:
+            raise RuntimeError(f"{arm.name} {folder.name}: test failed, see {log}")
+    fits = [json.loads((member / "result.json").read_text()) for member in members]
+    result = {"seeds": seeds, "cpu_seconds": sum(fit["cpu_seconds"] for fit in fits),
+              "seconds": sum(fit["seconds"] for fit in fits)}
+    with atomic_write(folder / "result.json") as partial:
+        partial.write_text(json.dumps(result, indent=1))
+    return folder
+
+
+def run_all(experiments, root: Path, quick: bool, jobs: int) -> dict[tuple[str, int | str], Run]:
+    """Every (arm, seed) of the experiments, each once, ``jobs`` at a time; then each ensemble's
+    test, keyed (arm, ``ensemble_<first>-<last>``), its scalars read with ``Run.last``."""
     todo = {}
     for experiment in experiments:
         for arm in experiment.arms:
@@ -226,4 +267,10 @@ def run_all(experiments, root: Path, quick: bool, jobs: int) -> dict[tuple[str, 
                 print(f"FAILED: {error}", flush=True)
     if failures:
         raise RuntimeError(f"{len(failures)} run(s) failed; first: {failures[0]}")
+    for experiment in experiments:
+        for arm in experiment.arms:
+            for seeds in ensembles_of(experiment, quick):
+                folder = test_ensemble(experiment, arm, seeds, root, quick)
+                runs[(arm.name, folder.name)] = Run(folder, json.loads((folder / "result.json").read_text()))
+                print(f"done: {arm.name} {folder.name}", flush=True)
     return runs
