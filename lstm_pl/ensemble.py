@@ -22,6 +22,7 @@ from torch import Tensor
 
 from .cache import check_language_model, perplexity_over_processes
 from .checkpoints import read_checkpoint
+from .console import shown
 from .errors import ConfigError
 from .tasks import LanguageModelTask
 
@@ -79,6 +80,8 @@ class Ensemble(pl.Callback):
                                   f"settings build {len(vocabulary)}); every member must read the same words")
             member = LanguageModelTask.load_from_checkpoint(path, map_location=pl_module.device, weights_only=True)
             self.members.append(member.eval())
+        if trainer.is_global_zero:
+            print(f"ensemble: the evaluated model and {', '.join(shown(path) for path in self.checkpoints)}", flush=True)
 
     def _start(self, trainer) -> None:
         self.states, self.total = [None] * len(self.members), None

@@ -56,14 +56,16 @@ def mixture_by_hand(checkpoints: list[Path], datamodule, batches: int, unknown_i
     return math.exp(nll / words), math.exp(nll_known / known)
 
 
-def test_the_ensemble_is_the_mean_of_the_distributions(members):
+def test_the_ensemble_is_the_mean_of_the_distributions(members, capsys):
     """``test`` of one model with the other as a member logs the perplexity of the mean of the two
-    distributions, per word, over all words and over those not <unk>; the model's own metrics are
-    unchanged by it."""
+    distributions, per word, over all words and over those not <unk>, and names its members; the
+    model's own metrics are unchanged by it."""
     args, (plain, cached) = members
     main(["test", *args, f"--ckpt_path={plain}"])
     alone = CLI.latest.trainer.callback_metrics["test/perplexity"].item()
+    capsys.readouterr()
     main(["test", *args, f"--ckpt_path={plain}", f"--ensemble.checkpoints=[{cached}]"])
+    assert f"ensemble: the evaluated model and {cached}" in capsys.readouterr().out
     metrics = CLI.latest.trainer.callback_metrics
     expected, expected_known = mixture_by_hand([plain, cached], CLI.latest.datamodule, 3,
                                                CLI.latest.model.hparams.unknown_id)

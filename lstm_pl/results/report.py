@@ -127,10 +127,10 @@ def per_seed_table(experiment: Experiment, runs: dict, seeds: list[int], quick: 
 def ensemble_table(experiment: Experiment, runs: dict, quick: bool) -> str:
     """A row per ensemble: its seeds, its members' test perplexities, its own (all words and without
     <unk>) and its members' CPU seconds summed; then the ensembles' median [min, max], and the command."""
-    header = ["ensemble", "members' test perplexity", "ensemble's test perplexity",
-              "ensemble's test perplexity without <unk>", "CPU s, the four fits"]
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     groups = ensembles_of(experiment, quick)
+    header = ["ensemble", "members' test perplexity", "ensemble's test perplexity",
+              "ensemble's test perplexity without <unk>", f"CPU s, its {len(groups[0])} fits"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for arm in experiment.arms:
         values = []
         for seeds in groups:

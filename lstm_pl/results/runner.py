@@ -220,7 +220,7 @@ def ensemble_name(seeds: list[int]) -> str:
     return f"ensemble_{seeds[0]}-{seeds[-1]}"
 
 
-def test_ensemble(experiment: Experiment, arm: Arm, seeds: list[int], root: Path, quick: bool) -> Path:
+def score_ensemble(experiment: Experiment, arm: Arm, seeds: list[int], root: Path, quick: bool) -> Path:
     """Test the first seed's last checkpoint with the other seeds' as its ensemble (``ensemble.checkpoints``),
     into ``<root>/<arm>/ensemble_<first>-<last>`` (read back where it finished before); its
     ``result.json`` sums the members' fit seconds. Raises RuntimeError naming the log if it fails."""
@@ -270,7 +270,7 @@ def run_all(experiments, root: Path, quick: bool, jobs: int) -> dict[tuple[str, 
     for experiment in experiments:
         for arm in experiment.arms:
             for seeds in ensembles_of(experiment, quick):
-                folder = test_ensemble(experiment, arm, seeds, root, quick)
+                folder = score_ensemble(experiment, arm, seeds, root, quick)
                 runs[(arm.name, folder.name)] = Run(folder, json.loads((folder / "result.json").read_text()))
                 print(f"done: {arm.name} {folder.name}", flush=True)
     return runs
