@@ -220,18 +220,6 @@ EXTRA = (  # not part of the default set: run with --only
              "(`lstm_pl/ensemble.py`). The language-model section's split, vocabulary and scoring (10 evaluation "
              "streams, the state carried through each, `<unk>` included), the test on the last weights; CPU seconds: "
              "the fit process's own, one thread; an ensemble's: its four fits'."),
-    Experiment(
-        "language_model_pairs", "Shakespeare: ensembles of two at the peer's budget (`configs/shakespeare_ensemble.yaml` in 10 epochs)",
-        (Arm("shakespeare_ensemble_10", "`shakespeare_ensemble.yaml`, 10 epochs", "configs/shakespeare_ensemble.yaml",
-             ("--trainer.max_epochs=10", "--lr_scheduler.init_args.T_max=10")),),
-        (val_perplexity, test_perplexity, cpu_seconds, minutes),
-        curve="val/perplexity", seeds=6, quick_seeds=2, quick=("--trainer.max_epochs=2",), array_data=False,
-        log_y=False, per_seed=True, ensemble=2,
-        note="`shakespeare_cache.yaml` in 10 epochs (its cosine over them), trained over 6 seeds; each two "
-             "consecutive seeds also scored as one model, the mean of their next-word distributions "
-             "(`lstm_pl/ensemble.py`). The language-model section's split, vocabulary and scoring (10 evaluation "
-             "streams, the state carried through each, `<unk>` included), the test on the last weights; CPU seconds: "
-             "the fit process's own, one thread; an ensemble's: its two fits'."),
     longer_adding(1000, "solved in Hochreiter and Schmidhuber's sense",
                   "adding_solve.yaml's rule (validation on 10,000 sequences, every 1,000 steps: MSE at most 2e-5, at "
                   "most 2 off by 0.04 or more) on 100,000 training sequences, at most 65,000 steps of 32"),
