@@ -99,7 +99,7 @@ class Ensemble(pl.Callback):
         log_probs = [outputs["target_log_probs"].float()]
         with torch.no_grad():
             for index, member in enumerate(self.members):
-                carried = self.states[index] if pl_module.hparams.stateful else None
+                carried = self.states[index] if member.hparams.stateful else None  # as it is scored alone
                 member_log_probs, self.states[index], _, _ = member.net.score(tokens, targets, carried)
                 log_probs.append(member_log_probs.float())
         mixed = torch.logsumexp(torch.stack(log_probs), dim=0) - math.log(len(log_probs))  # log (1/M) Σ_m p_m

@@ -35,7 +35,8 @@ def members(tmp_path_factory, corpus_args) -> tuple[list[str], list[Path]]:
 def mixture_by_hand(checkpoints: list[Path], datamodule, batches: int, unknown_id: int) -> tuple[float, float]:
     """exp of the mean NLL of p = mean_m p_m over the first test windows (all words, and without
     <unk>): the plain model's p from the softmax of its logits, the cached one's from its score."""
-    nets = [load_run(path)[0].net for path in checkpoints]
+    tasks = [load_run(path)[0] for path in checkpoints]
+    nets, stateful = [task.net for task in tasks], [task.hparams.stateful for task in tasks]
     states = [None] * len(nets)
     nll, words, nll_known, known = 0.0, 0, 0.0, 0
     with torch.no_grad():
@@ -44,6 +45,7 @@ def mixture_by_hand(checkpoints: list[Path], datamodule, batches: int, unknown_i
                 break
             probabilities = []
             for m, net in enumerate(nets):
+                states[m] = states[m] if stateful[m] else None
                 if net.cache is None:
                     logits, states[m] = net(x, states[m])
                     probabilities.append(torch.softmax(logits.double(), -1).gather(-1, y[..., None])[..., 0])
@@ -85,6 +87,21 @@ def test_a_model_with_itself_is_the_model(members, which):
     assert math.isclose(metrics["val/perplexity_ensemble"].item(), metrics["val/perplexity"].item(), rel_tol=1e-6)
     assert math.isclose(metrics["val/perplexity_ensemble_without_unk"].item(),
                         metrics["val/perplexity_without_unk"].item(), rel_tol=1e-6)
+
+
+def test_each_member_carries_its_state_as_it_does_alone(members):
+    """A member trained to start every window from zeros (``stateful: false``) is scored so, beside
+    an evaluated model that carries its state."""
+    args, (plain, _) = members
+    checkpoint = torch.load(plain, weights_only=True)
+    checkpoint["hyper_parameters"]["stateful"] = False
+    stateless = plain.parent / "stateless.ckpt"  # in a run folder (its tokenizer), as load_run reads it
+    torch.save(checkpoint, stateless)
+    main(["test", *args, f"--ckpt_path={plain}", f"--ensemble.checkpoints=[{stateless}]"])
+    metrics = CLI.latest.trainer.callback_metrics
+    expected, _ = mixture_by_hand([plain, stateless], CLI.latest.datamodule, 3, CLI.latest.model.hparams.unknown_id)
+    assert math.isclose(metrics["test/perplexity_ensemble"].item(), expected, rel_tol=1e-5)
+    assert not math.isclose(expected, metrics["test/perplexity"].item(), rel_tol=1e-4)  # the state matters here
 
 
 def test_fit_does_not_score_the_ensemble(members, tmp_path):

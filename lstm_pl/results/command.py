@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     names = [e.name for e in EXPERIMENTS + EXTRA]
     parser = argparse.ArgumentParser(prog="python -m lstm_pl.results", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer seeds and shorter budgets (< 10 min), clearly labelled")
-    parser.add_argument("--only", nargs="+", choices=names, help="these experiments (default: all but language_model, adding_t1000 and adding_t600, which take an hour or more each)")
+    parser.add_argument("--only", nargs="+", choices=names, help="these experiments (default: all but the language models' and adding_t600 and adding_t1000, which take from 20 minutes to several hours each)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2), one thread each")
     parser.add_argument("--runs", type=Path, help="runs folder (default runs/results, or runs/results_quick)")
     parser.add_argument("--no_parity", action="store_true", help="skip the parity overlays (they need TensorFlow)")
