@@ -27,14 +27,24 @@ from .errors import ConfigError
 from .tasks import LanguageModelTask
 
 KEY = "ensemble.checkpoints"
+NEED = "an ensemble mixes language models"  # what only a language model allows
 
 
-def saved_vocabulary(checkpoint: dict) -> dict | None:
-    """The word -> id map of the tokenizer a language model's checkpoint was trained with, if it has one."""
-    for name, state in checkpoint.items():
-        if name.endswith("DataModule") and isinstance(state, dict) and "tokenizer" in state:
-            return Tokenizer.from_str(state["tokenizer"]).get_vocab()
-    return None
+def vocabulary(datamodule_state: dict | None) -> dict | None:
+    """The word -> id map of the tokenizer in a text DataModule's state (``TextDataModule.state_dict``,
+    as a checkpoint stores it), if it has one."""
+    tokenizer = (datamodule_state or {}).get("tokenizer")
+    return Tokenizer.from_str(tokenizer).get_vocab() if tokenizer else None
+
+
+def member_checkpoint(path: str) -> dict:
+    """The checkpoint at ``path`` (read once), or one line naming ``ensemble.checkpoints`` where it is
+    not a readable language model's."""
+    checkpoint = read_checkpoint(path, key=KEY)
+    saved = checkpoint.get("hyper_parameters", {}).get("_class_path", "")
+    if not saved.endswith(".LanguageModelTask"):
+        raise ConfigError(f"{KEY}: {path} is a {saved or 'non-lstm_pl'} checkpoint, not a language model's")
+    return checkpoint
 
 
 class Ensemble(pl.Callback):
@@ -59,38 +69,39 @@ class Ensemble(pl.Callback):
         member that is not a readable language-model checkpoint."""
         if not self.checkpoints:
             return
-        check_language_model(pl_module, KEY, "an ensemble mixes language models")
+        check_language_model(pl_module, KEY, NEED)
         for path in self.checkpoints:
-            saved = read_checkpoint(path, key=KEY).get("hyper_parameters", {}).get("_class_path", "")
-            if not saved.endswith(".LanguageModelTask"):
-                raise ConfigError(f"{KEY}: {path} is a {saved or 'non-lstm_pl'} checkpoint, not a language model's")
+            member_checkpoint(path)
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         """Load the members (evaluation mode, on the model's device), each checked against the
         vocabulary the data builds."""
-        self.check_model(pl_module)
-        if not self.checkpoints or stage not in ("validate", "test"):
+        if not self.checkpoints:
             return
-        vocabulary = saved_vocabulary({"DataModule": trainer.datamodule.state_dict()}) if trainer.datamodule else None
+        check_language_model(pl_module, KEY, NEED)
+        if stage not in ("validate", "test"):
+            return
+        ours = vocabulary(trainer.datamodule.state_dict()) if trainer.datamodule is not None else None
         self.members = []
         for path in self.checkpoints:
-            theirs = saved_vocabulary(read_checkpoint(path, key=KEY))
-            if vocabulary is not None and theirs is not None and theirs != vocabulary:
+            checkpoint = member_checkpoint(path)
+            theirs = vocabulary(next((state for name, state in checkpoint.items() if name.endswith("DataModule")), None))
+            if ours is not None and theirs is not None and theirs != ours:
                 raise ConfigError(f"{KEY}: {path} was trained with another vocabulary ({len(theirs)} words; these data "
-                                  f"settings build {len(vocabulary)}); every member must read the same words")
+                                  f"settings build {len(ours)}); every member must read the same words")
             member = LanguageModelTask.load_from_checkpoint(path, map_location=pl_module.device, weights_only=True)
             self.members.append(member.eval())
         if trainer.is_global_zero:
             print(f"ensemble: the evaluated model and {', '.join(shown(path) for path in self.checkpoints)}", flush=True)
 
-    def _start(self, trainer) -> None:
+    def _start(self) -> None:
         self.states, self.total = [None] * len(self.members), None
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        self._start(trainer)
+        self._start()
 
     def on_test_epoch_start(self, trainer, pl_module) -> None:
-        self._start(trainer)
+        self._start()
 
     def _add(self, pl_module, outputs, batch) -> None:
         if not self.members or not outputs:

@@ -82,6 +82,15 @@ def command(experiment: Experiment, arm: Arm, quick: bool) -> str:
     return f"python -m lstm_pl fit {text}"
 
 
+def lstm_pl_command(subcommand: str, args: list[str], root: Path, arm: Arm, version: str) -> list[str]:
+    """``python -m lstm_pl <subcommand> <args>`` logging into ``<root>/<arm>/<version>``."""
+    return [sys.executable, "-m", "lstm_pl", subcommand, *args, f"--trainer.logger.init_args.save_dir={root}",
+            f"--trainer.logger.init_args.name={arm.name}", f"--trainer.logger.init_args.version={version}"]
+
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # every run's environment, over the caller's
+
+
 def child(command: list[str], out, env: dict) -> tuple[int, float]:
     """Run ``command`` to its end: its exit status and the CPU seconds it used (user + system, its
     own, whatever else runs beside it)."""
@@ -161,7 +170,6 @@ def fit_and_test(experiment: Experiment, arm: Arm, seed: int, root: Path, quick:
     goes on where it stopped: after its fit, with the test alone; during it, from its
     ``last.ckpt`` (lstm_pl resumes exactly), the cost so far added to the rest. A run with other
     arguments, or without a checkpoint to go on from, starts again."""
-    logger = [f"--trainer.logger.init_args.save_dir={root}", f"--trainer.logger.init_args.name={arm.name}"]
     args = arguments(experiment, arm, seed, quick)
     log = root / arm.name / f"seed_{seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -177,7 +185,7 @@ def fit_and_test(experiment: Experiment, arm: Arm, seed: int, root: Path, quick:
         folder.mkdir(parents=True)
         with atomic_write(progress_file) as partial:
             partial.write_text(json.dumps({"arguments": args, "fit": None}, indent=1))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **ONE_THREAD}
     with open(log, "a" if going_on else "w") as out:
         if going_on:
             out.write(f"\n[lstm_pl.results] going on from {'the ended fit' if fitted else checkpoint}\n")
@@ -185,8 +193,7 @@ def fit_and_test(experiment: Experiment, arm: Arm, seed: int, root: Path, quick:
         if fitted is None:
             earlier = earlier or {"cpu_seconds": 0.0, "wall_seconds": 0.0}
             start = time.perf_counter()
-            fit = [sys.executable, "-m", "lstm_pl", "fit", *args, *logger,
-                   f"--trainer.logger.init_args.version={folder.name}", *([f"--ckpt_path={checkpoint}"] if going_on else [])]
+            fit = lstm_pl_command("fit", args, root, arm, folder.name) + ([f"--ckpt_path={checkpoint}"] if going_on else [])
             failed, cpu_seconds = child(fit, out, env)
             if failed:
                 raise RuntimeError(f"{arm.name} seed {seed}: fit failed, see {log}")
@@ -194,8 +201,7 @@ def fit_and_test(experiment: Experiment, arm: Arm, seed: int, root: Path, quick:
                       "seconds": time.perf_counter() - start + earlier["wall_seconds"]}
             with atomic_write(progress_file) as partial:
                 partial.write_text(json.dumps({"arguments": args, "fit": fitted}, indent=1))
-        test = [sys.executable, "-m", "lstm_pl", "test", *args, *logger,
-                f"--trainer.logger.init_args.version={folder_of_test_run(folder).name}", f"--ckpt_path={checkpoint}"]
+        test = lstm_pl_command("test", args, root, arm, folder_of_test_run(folder).name) + [f"--ckpt_path={checkpoint}"]
         if child(test, out, env)[0]:
             raise RuntimeError(f"{arm.name} seed {seed}: test failed, see {log}")
     result = {"seconds": fitted["seconds"], "cpu_seconds": fitted["cpu_seconds"],
@@ -231,12 +237,10 @@ def score_ensemble(experiment: Experiment, arm: Arm, seeds: list[int], root: Pat
     members = [root / arm.name / f"seed_{seed}" for seed in seeds]
     checkpoints = [member / "checkpoints" / "last.ckpt" for member in members]
     log = root / arm.name / f"{folder.name}.log"
-    test = [sys.executable, "-m", "lstm_pl", "test", *arguments(experiment, arm, seeds[0], quick),
-            f"--trainer.logger.init_args.save_dir={root}", f"--trainer.logger.init_args.name={arm.name}",
-            f"--trainer.logger.init_args.version={folder.name}", f"--ckpt_path={checkpoints[0]}",
-            f"--ensemble.checkpoints=[{', '.join(str(path) for path in checkpoints[1:])}]"]
+    test = lstm_pl_command("test", arguments(experiment, arm, seeds[0], quick), root, arm, folder.name) + [
+        f"--ckpt_path={checkpoints[0]}", f"--ensemble.checkpoints=[{', '.join(str(path) for path in checkpoints[1:])}]"]
     with open(log, "w") as out:
-        if child(test, out, {**os.environ, "OMP_NUM_THREADS": "1"})[0]:
+        if child(test, out, {**os.environ, **ONE_THREAD})[0]:
             raise RuntimeError(f"{arm.name} {folder.name}: test failed, see {log}")
     fits = [json.loads((member / "result.json").read_text()) for member in members]
     result = {"seeds": seeds, "cpu_seconds": sum(fit["cpu_seconds"] for fit in fits),
