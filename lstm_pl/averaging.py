@@ -14,6 +14,7 @@ constant learning rate.
 
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 import pytorch_lightning as pl
@@ -22,6 +23,8 @@ from jsonargparse.typing import NonNegativeInt, PositiveInt
 from pytorch_lightning.utilities import rank_zero_info
 
 from .errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class WeightAveraging(pl.Callback):
@@ -54,6 +57,13 @@ class WeightAveraging(pl.Callback):
     @property
     def averaging(self) -> bool:
         return self.average is not None
+
+    def on_fit_start(self, trainer, pl_module):
+        """A start epoch the run never reaches (``trainer.max_epochs`` shortened without it) ends the
+        run on its raw weights: one warning, as for a cosine shorter than the run."""
+        if self.start_epoch is not None and trainer.max_epochs not in (None, -1) and self.start_epoch >= trainer.max_epochs:
+            log.warning("lstm_pl: averaging.start_epoch is %d, trainer.max_epochs %d: the run ends before averaging "
+                        "starts (epochs count from 0), on its raw weights", self.start_epoch, trainer.max_epochs)
 
     # the average --------------------------------------------------------------------------------
     def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, why: str) -> None:

@@ -90,3 +90,14 @@ def test_off_by_default_and_one_trigger_at_most(tmp_path, corpus_args):
     assert state["started_at"] is None and "average" not in state
     with pytest.raises(ConfigError, match="not both"):
         WeightAveraging(non_monotone=5, start_epoch=3)
+
+
+def test_a_start_epoch_the_run_never_reaches_is_said(tmp_path, corpus_args, caplog):
+    """max_epochs shortened below averaging.start_epoch: the run ends on raw weights, one warning
+    naming both keys; none where the start falls inside the run."""
+    said = lambda: [r.getMessage() for r in caplog.records if "averaging.start_epoch" in r.getMessage()]
+    for start, warned in ((2, True), (1, False)):
+        caplog.clear()
+        fit(tmp_path / str(start), corpus_args, f"--averaging.start_epoch={start}", "--trainer.max_epochs=2",
+            "--trainer.max_steps=-1")
+        assert len(said()) == warned and all("averaging.start_epoch is 2, trainer.max_epochs 2" in s for s in said()), said()

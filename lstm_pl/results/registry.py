@@ -206,9 +206,10 @@ EXTRA = (  # not part of the default set: run with --only
         per_seed=True, samples=True,
         note="`shakespeare_awd.yaml` with the learned cache (`LearnedCache` in `lstm_pl/models.py`; a pointer at the "
              "words that followed the model's last 300 outputs, its gate reading how well the best of them matches, "
-             "trained with it), dropout 0.3 and a cosine learning rate over 22 epochs. The language-model section's "
+             "trained with it), dropout 0.3, a cosine learning rate over 22 epochs, and the weights averaged over its "
+             "second half (from epoch 11; `averaging:`, lstm_pl/averaging.py). The language-model section's "
              "split, vocabulary and scoring (10 evaluation streams, the state carried through each, `<unk>` "
-             "included), the test on the last weights; CPU seconds: the fit process's own, one thread."),
+             "included), the test on the last checkpoint (the averaged weights); CPU seconds: the fit process's own, one thread."),
     Experiment(
         "language_model_ensemble", "Shakespeare: ensembles of four at four times the budget (`configs/shakespeare_ensemble.yaml`)",
         (Arm("shakespeare_ensemble", "`shakespeare_ensemble.yaml`", "configs/shakespeare_ensemble.yaml"),),
