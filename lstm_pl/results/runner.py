@@ -226,25 +226,25 @@ def ensemble_name(seeds: list[int]) -> str:
     return f"ensemble_{seeds[0]}-{seeds[-1]}"
 
 
-def score_ensemble(experiment: Experiment, arm: Arm, seeds: list[int], root: Path, quick: bool) -> Path:
+def score_ensemble(experiment: Experiment, arm: Arm, seeds: list[int], members: list[Run], root: Path,
+                   quick: bool) -> Path:
     """Test the first seed's last checkpoint with the other seeds' as its ensemble (``ensemble.checkpoints``),
-    into ``<root>/<arm>/ensemble_<first>-<last>`` (read back where it finished before); its
-    ``result.json`` sums the members' fit seconds. Raises RuntimeError naming the log if it fails."""
+    ``members`` being the seeds' finished runs, into ``<root>/<arm>/ensemble_<first>-<last>`` (read back
+    where it finished before); its ``result.json`` sums the members' fit seconds. Raises RuntimeError
+    naming the log if it fails."""
     folder = root / arm.name / ensemble_name(seeds)
     if (folder / "result.json").exists():
         return folder
     shutil.rmtree(folder, ignore_errors=True)
-    members = [root / arm.name / f"seed_{seed}" for seed in seeds]
-    checkpoints = [member / "checkpoints" / "last.ckpt" for member in members]
+    checkpoints = [member.folder / "checkpoints" / "last.ckpt" for member in members]
     log = root / arm.name / f"{folder.name}.log"
     test = lstm_pl_command("test", arguments(experiment, arm, seeds[0], quick), root, arm, folder.name) + [
         f"--ckpt_path={checkpoints[0]}", f"--ensemble.checkpoints=[{', '.join(str(path) for path in checkpoints[1:])}]"]
     with open(log, "w") as out:
         if child(test, out, {**os.environ, **ONE_THREAD})[0]:
             raise RuntimeError(f"{arm.name} {folder.name}: test failed, see {log}")
-    fits = [json.loads((member / "result.json").read_text()) for member in members]
-    result = {"seeds": seeds, "cpu_seconds": sum(fit["cpu_seconds"] for fit in fits),
-              "seconds": sum(fit["seconds"] for fit in fits)}
+    result = {"seeds": seeds, "cpu_seconds": sum(member.result["cpu_seconds"] for member in members),
+              "seconds": sum(member.result["seconds"] for member in members)}
     with atomic_write(folder / "result.json") as partial:
         partial.write_text(json.dumps(result, indent=1))
     return folder
@@ -274,7 +274,7 @@ def run_all(experiments, root: Path, quick: bool, jobs: int) -> dict[tuple[str, 
     for experiment in experiments:
         for arm in experiment.arms:
             for seeds in ensembles_of(experiment, quick):
-                folder = score_ensemble(experiment, arm, seeds, root, quick)
+                folder = score_ensemble(experiment, arm, seeds, [runs[(arm.name, seed)] for seed in seeds], root, quick)
                 runs[(arm.name, folder.name)] = Run(folder, json.loads((folder / "result.json").read_text()))
                 print(f"done: {arm.name} {folder.name}", flush=True)
     return runs
